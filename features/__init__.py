@@ -1,0 +1,4 @@
+"""Interaction histories in, point-in-time-correct feature tables out.
+
+The bottom layer: it imports neither `training` nor `serving`.
+"""

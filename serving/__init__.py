@@ -1,0 +1,1 @@
+"""The edges: the HTTP service, the online store and the `retain` CLI."""
