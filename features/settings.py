@@ -5,8 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiKey(BaseModel):
+    """A named API key and the scopes it grants (`crm`, `marketing`, `admin`)."""
+
+    name: str
+    key: SecretStr
+    scopes: list[str]
 
 
 class Settings(BaseSettings):
@@ -24,10 +32,14 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///data/retain.db", description="Online store (SQLite default, PostgreSQL by URL)."
     )
+    offers_path: Path | None = Field(None, description="Offers catalog the service uses.")
     churn_horizon_days: int = Field(90, gt=0, description="H of the churn label, in days.")
-    api_keys: dict[str, SecretStr] = Field(
-        default_factory=dict, description='JSON map of key -> scope, e.g. {"k1": "crm"}.'
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list, e.g. [{"name": "crm-prod", "key": "…", "scopes": ["crm"]}].',
     )
+    max_batch_events: int = Field(10_000, gt=0, description="Most events per ingest request.")
+    max_request_bytes: int = Field(5_000_000, gt=0, description="Largest request body accepted.")
 
 
 @lru_cache
