@@ -369,9 +369,8 @@ def validate_events(
     if absent.any():
         content = out.loc[absent, ["customer_id", "timestamp", "event_type", "amount", "offer_id"]]
         digest = pa.array(pd.util.hash_pandas_object(content, index=False).to_numpy())
-        out.loc[absent, "event_id"] = "h" + pd.Series(
-            pc.cast(digest, pa.string()).to_pandas(), index=content.index
-        )
+        hex_ids = pc.cast(digest, pa.string()).to_numpy(zero_copy_only=False)
+        out.loc[absent, "event_id"] = "h" + pd.Series(hex_ids, index=content.index, dtype="str")
     checker.flag(_duplicated(out["event_id"]), "event_id", "duplicate event_id {}", out["event_id"])
 
     return checker.result(out[list(EVENT_COLUMNS)])

@@ -143,6 +143,13 @@ def test_validate_events_derives_stable_event_id_when_absent() -> None:
     assert first.tolist() == again.tolist()
 
 
+def test_validate_events_derives_id_only_where_missing() -> None:
+    events = events_with(event_id=None)
+    ids = validate_events(events, now=NOW).valid["event_id"]
+    assert ids.iloc[:2].tolist() == ["e1", "e2"]
+    assert ids.iloc[2].startswith("h") and len(ids.iloc[2]) > 1
+
+
 def test_validate_events_refuses_missing_required_column() -> None:
     result = validate_events(events_with().drop(columns="timestamp"), now=NOW)
     assert result.valid.empty

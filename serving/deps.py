@@ -1,0 +1,32 @@
+"""What routes receive: the store, settings and the caller's key, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from features.offers import Offer
+from features.settings import ApiKey, Settings
+from serving.security import require
+from serving.store import Store
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _offers(request: Request) -> list[Offer]:
+    return request.app.state.offers
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+OffersDep = Annotated[list[Offer], Depends(_offers)]
+CrmKey = Annotated[ApiKey, Depends(require("crm"))]
+MarketingKey = Annotated[ApiKey, Depends(require("marketing"))]
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]
