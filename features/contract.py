@@ -62,6 +62,13 @@ _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# Ids and codes are matched, joined and printed: no control characters (Unicode Cc) in them.
+_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+# Free text may hold tabs and newlines, but never NUL: PostgreSQL cannot store it in text or JSON.
+_NUL = r"\x00"
+# Dates before this are placeholders (0001-01-01, Excel's 1899-12-30) or typos, not history: they
+# would turn into tenures and recencies of centuries.
+MIN_DATE = pd.Timestamp("1900-01-01")
 ERROR_COLUMNS = ["file", "row", "column", "reason"]
 
 
@@ -148,6 +155,10 @@ def _missing(values: pd.Series) -> pd.Series:
 
 
 def _parse_numbers(checker: _Checker, values: pd.Series, column: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values):
+        # A Parquet boolean column would otherwise become 0.0 and 1.0 without a word.
+        checker.flag(values.notna(), column, "not a number: {}", values)
+        return pd.Series(np.nan, index=values.index)
     parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     checker.flag(parsed.isna() & ~_missing(values), column, "not a number: {}", values)
     checker.flag(parsed.isin([np.inf, -np.inf]), column, "not a finite number")
@@ -165,6 +176,33 @@ def _parse_timestamps(checker: _Checker, values: pd.Series, column: str) -> pd.S
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
         checker.flag(parsed.isna() & ~_missing(values), column, "unparseable date: {}", text)
     return parsed.dt.tz_localize(None).dt.as_unit("us")
+
+
+def _check_dates(checker: _Checker, parsed: pd.Series, column: str) -> None:
+    checker.flag(
+        parsed < MIN_DATE,
+        column,
+        f"{column} {{}} is before {MIN_DATE.date()} (a placeholder date?)",
+        parsed.dt.date,
+    )
+
+
+def _check_text(checker: _Checker, text: pd.Series, column: str, pattern: str = _CONTROL) -> None:
+    """Flag values holding a character of `pattern`, naming the first one (`U+0000`)."""
+    # Most values are printable ASCII, which a byte scan clears ~25x faster than the regex.
+    printable = pc.ascii_is_printable(pa.array(text, type=pa.string(), from_pandas=True))
+    suspect = ~printable.fill_null(True).to_numpy(zero_copy_only=False)
+    if not suspect.any():
+        return
+    found = text[suspect].str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+    if not found.any():
+        return
+    mask = np.zeros(len(text), dtype=bool)
+    mask[np.flatnonzero(suspect)[found]] = True
+    bad = pd.Series(mask, index=text.index)
+    first = text.where(bad).str.extract(f"({pattern})", expand=False)
+    codes = first.map(lambda char: f"U+{ord(char):04X}", na_action="ignore")
+    checker.flag(bad, column, f"control character {{}} in {column}", codes)
 
 
 def _parse_bools(checker: _Checker, values: pd.Series, column: str) -> pd.Series:
@@ -219,12 +257,14 @@ def validate_customers(
 
     out["customer_id"] = _strings(customers["customer_id"])
     checker.flag(out["customer_id"].isna(), "customer_id", "missing customer_id")
+    _check_text(checker, out["customer_id"], "customer_id")
     dup = out["customer_id"].duplicated() & out["customer_id"].notna()
     checker.flag(dup, "customer_id", "duplicate customer_id {}", out["customer_id"])
 
     out["signup_date"] = _parse_timestamps(checker, customers["signup_date"], "signup_date")
     checker.flag(_missing(customers["signup_date"]), "signup_date", "missing signup_date")
     checker.flag(out["signup_date"] > now, "signup_date", "signup_date is in the future")
+    _check_dates(checker, out["signup_date"], "signup_date")
 
     for column in ("country", "language", "segment"):
         out[column] = (
@@ -232,6 +272,8 @@ def validate_customers(
             if column in customers
             else pd.Series(pd.NA, index=customers.index, dtype="str")
         )
+    for column in ("country", "language", "segment"):
+        _check_text(checker, out[column], column)
     out["country"] = out["country"].str.upper()
     checker.flag(
         out["country"].notna() & ~out["country"].str.match(_COUNTRY.pattern).fillna(False),
@@ -253,7 +295,12 @@ def validate_customers(
             out[column] = False
         out[column] = out[column].astype(bool)
 
-    ordered = list(CUSTOMER_COLUMNS) + [c for c in out.columns if c not in CUSTOMER_COLUMNS]
+    extra = [c for c in out.columns if c not in CUSTOMER_COLUMNS]
+    for column in extra:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            text = out[column].where(out[column].isna(), out[column].astype("str"))
+            _check_text(checker, text, str(column), _NUL)
+    ordered = list(CUSTOMER_COLUMNS) + extra
     return checker.result(out[ordered])
 
 
@@ -289,6 +336,7 @@ def validate_events(
 
     out["customer_id"] = _strings(column("customer_id"))
     checker.flag(out["customer_id"].isna(), "customer_id", "missing customer_id")
+    _check_text(checker, out["customer_id"], "customer_id")
     if customer_ids is not None:
         unknown = out["customer_id"].notna() & ~out["customer_id"].isin(customer_ids)
         checker.flag(unknown, "customer_id", "unknown customer {}", out["customer_id"])
@@ -301,10 +349,12 @@ def validate_events(
         "timestamp is in the future: {}",
         out["timestamp"],
     )
+    _check_dates(checker, out["timestamp"], "timestamp")
 
     kind = _strings(column("event_type")).str.lower()
     out["event_type"] = kind
     checker.flag(kind.isna(), "event_type", "missing event_type")
+    _check_text(checker, kind, "event_type")
 
     out["amount"] = _parse_numbers(checker, column("amount"), "amount")
     money = kind.isin(["purchase", "refund"])
@@ -322,8 +372,10 @@ def validate_events(
     )
 
     out["channel"] = _strings(column("channel"))
+    _check_text(checker, out["channel"], "channel")
 
     out["offer_id"] = _strings(column("offer_id"))
+    _check_text(checker, out["offer_id"], "offer_id")
     offer_event = kind.isin(["offer_sent", "offer_redeemed"])
     checker.flag(
         offer_event & out["offer_id"].isna(),
@@ -365,6 +417,7 @@ def validate_events(
         )
 
     out["event_id"] = _strings(column("event_id"))
+    _check_text(checker, out["event_id"], "event_id")
     absent = out["event_id"].isna()
     if absent.any():
         content = out.loc[absent, ["customer_id", "timestamp", "event_type", "amount", "offer_id"]]

@@ -7,6 +7,9 @@ their reasons to a quarantine file beside the other outputs.
 
 from __future__ import annotations
 
+import csv
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +29,8 @@ from features.contract import (
 from features.offers import Offer, catalog_from_table, parse_catalog
 
 OnError = Literal["raise", "quarantine"]
+_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_OTHER_DELIMITERS = (";", "\t", "|")
 
 
 @dataclass
@@ -42,13 +47,39 @@ class Dataset:
         return sum(len(frame) for frame in self.rejected.values())
 
 
-def _error(source: Path, reason: str, column: str = "file") -> ContractError:
+def _error(
+    source: Path, reason: str, column: str = "file", row: int | None = None
+) -> ContractError:
     return ContractError(
         pd.DataFrame(
-            [{"file": source.name, "row": pd.NA, "column": column, "reason": reason}],
+            [
+                {
+                    "file": source.name,
+                    "row": pd.NA if row is None else row,
+                    "column": column,
+                    "reason": reason,
+                }
+            ],
             columns=ERROR_COLUMNS,
         )
     )
+
+
+def _check_header(path: Path, names: list[str]) -> None:
+    """Refuse headers that pandas would silently mangle (`id`, `id.1`) or misread."""
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise _error(path, f"column {repeated[0]!r} appears more than once in the header")
+    if len(names) == 1:
+        found = [d for d in _OTHER_DELIMITERS if d in names[0]]
+        if found:
+            reason = f"the header is one column {names[0]!r}: separate fields with ','"
+            raise _error(path, f"{reason}, not {found[0]!r}")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        return next((row for row in csv.reader(file) if row), [])  # pandas skips blank lines
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -60,9 +91,28 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             table: pa.Table = pq.read_table(path)
+            _check_header(path, table.column_names)
+            nested = [f for f in table.schema if pa.types.is_nested(f.type)]
+            if nested:
+                # str() of a list or struct would pass as a string value.
+                raise _error(
+                    path, f"nested type {nested[0].type}, expected scalars", nested[0].name
+                )
             return table.to_pandas()
-        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""])
-    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        frame = pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""])
+        _check_header(path, _csv_header(path))
+        return frame
+    except pd.errors.ParserError as exc:
+        ragged = _RAGGED.search(str(exc))
+        if ragged:
+            # pandas counts records from 1 at the header; our rows count from 1 after it.
+            expected, line, saw = (int(group) for group in ragged.groups())
+            raise _error(path, f"expected {expected} fields, saw {saw}", row=line - 1) from exc
+        raise _error(path, f"cannot read file: {str(exc).splitlines()[0]}") from exc
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise _error(path, f"not UTF-8 text (byte 0x{byte:02x}): save it as UTF-8") from exc
+    except (pa.ArrowException, OSError) as exc:
         raise _error(path, f"cannot read file: {str(exc).splitlines()[0]}") from exc
     except pd.errors.EmptyDataError as exc:
         raise _error(path, "file has no header row") from exc

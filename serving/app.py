@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.io import read_offers
 from features.settings import Settings, get_settings
@@ -43,18 +46,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.model_versions = {}
     errors.install(app)
-
-    @app.middleware("http")
-    async def limit_body_size(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (
-            not length.isdigit() or int(length) > settings.max_request_bytes
-        ):
-            return errors.problem(413, f"request body over {settings.max_request_bytes} bytes")
-        return await call_next(request)
-
+    app.add_middleware(LimitBody, limit=settings.max_request_bytes)
     for module in (health, events, decisions):
         app.include_router(module.router)
     return app
+
+
+class LimitBody:
+    """Refuse a request body over `limit` bytes, announced (Content-Length) or streamed (chunked).
+
+    A streamed body is counted as it is read, so it never has to fit in memory first.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and not length.isdigit():
+            await errors.problem(400, "invalid Content-Length header")(scope, receive, send)
+            return
+        if length is not None and int(length) > self.limit:
+            await errors.problem(413, self._over)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # Raised where the route reads its body; the error handlers make it a problem.
+                    raise HTTPException(413, self._over)
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    @property
+    def _over(self) -> str:
+        return f"request body over {self.limit} bytes"

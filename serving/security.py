@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
@@ -24,11 +23,23 @@ def find_key(presented: str, keys: list[ApiKey]) -> ApiKey | None:
     return found
 
 
-def require(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
-    """Admit keys granting `scope`: 401 without a valid key, 403 without the scope."""
+class RequireScope:
+    """Dependency admitting keys that grant `scope`: 401 without a valid key, 403 without the scope.
 
-    async def check(
-        request: Request, presented: Annotated[str | None, Depends(api_key_header)]
+    A class rather than a closure so that the scope a route needs can be read off its
+    dependencies (the auth tests walk every route this way).
+    """
+
+    def __init__(self, scope: str) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}: expected one of {SCOPES}")
+        self.scope = scope
+
+    def __repr__(self) -> str:
+        return f"RequireScope({self.scope!r})"
+
+    async def __call__(
+        self, request: Request, presented: Annotated[str | None, Depends(api_key_header)]
     ) -> ApiKey:
         if not presented:
             raise HTTPException(
@@ -37,9 +48,12 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
         key = find_key(presented, request.app.state.settings.api_keys)
         if key is None:
             raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
-        if scope not in key.scopes:
-            raise HTTPException(403, f"this key lacks the '{scope}' scope")
+        if self.scope not in key.scopes:
+            raise HTTPException(403, f"this key lacks the '{self.scope}' scope")
         request.state.key_name = key.name
         return key
 
-    return check
+
+def require(scope: str) -> RequireScope:
+    """The dependency admitting keys that grant `scope`."""
+    return RequireScope(scope)

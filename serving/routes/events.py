@@ -39,5 +39,6 @@ def upsert_customers(batch: CustomerBatch, _: CrmKey, store: StoreDep) -> Upsert
     raw = pd.DataFrame([customer.model_dump() for customer in batch.customers])
     checked = validate_customers(raw, source="request")
     if not checked.errors.empty:
-        raise ContractError(checked.errors)
+        # Named as in the body, like the events route does: `customers.country`.
+        raise ContractError(checked.errors.assign(column="customers." + checked.errors["column"]))
     return UpsertOut(written=store.upsert_customers(checked.valid))
