@@ -40,6 +40,32 @@ class Settings(BaseSettings):
     )
     max_batch_events: int = Field(10_000, gt=0, description="Most events per ingest request.")
     max_request_bytes: int = Field(5_000_000, gt=0, description="Largest request body accepted.")
+    # --- scoring service -----------------------------------------------------------------------
+    model_alias: str = Field("champion", description="Registry alias the service loads.")
+    model_poll_seconds: float = Field(
+        0.0, ge=0, description="Check the registry alias every N seconds and reload (0: never)."
+    )
+    risk_band_medium: float = Field(0.3, gt=0, lt=1, description="Risk from which band is medium.")
+    risk_band_high: float = Field(0.6, gt=0, lt=1, description="Risk from which band is high.")
+    exploration_epsilon: float = Field(
+        0.1, ge=0, le=1, description="Share of offer decisions drawn at random among eligible."
+    )
+    max_batch_customers: int = Field(500, gt=0, description="Most customers per batch score.")
+    max_recommendations: int = Field(10, gt=0, description="Most actions one recommend returns.")
+    feature_max_age_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Serve cached online features computed at most this long ago (unchanged data).",
+    )
+    feature_refresh_seconds: float = Field(
+        1800.0, ge=0, description="Recompute every customer's features in the background (0: off)."
+    )
+    feature_warm_reasons: bool = Field(
+        True, description="Also precompute reason codes in the background (TreeSHAP is costly)."
+    )
+    kpi_cache_seconds: float = Field(
+        900.0, ge=0, description="Recompute the KPIs at most this often."
+    )
 
 
 @lru_cache

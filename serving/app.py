@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,7 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from features.io import read_offers
 from features.settings import Settings, get_settings
 from serving import errors
-from serving.routes import decisions, events, health
+from serving.models import ModelSet
+from serving.routes import admin, churn, decisions, events, health, kpis, offers
+from serving.scoring import ScoringError, build_service, start_service, stop_service
 from serving.store import Store
 
 API_DESCRIPTION = """
@@ -34,7 +36,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.create_all()
         app.state.store = store
         app.state.offers = read_offers(settings.offers_path) if settings.offers_path else []
+        scoring = build_service(store, app.state.offers, settings)
+        app.state.scoring = scoring
+
+        def swapped(models: ModelSet) -> None:
+            app.state.model_versions = models.versions()
+
+        start_service(scoring, swapped)
         yield
+        stop_service(scoring)
         store.close()
 
     app = FastAPI(
@@ -46,10 +56,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.model_versions = {}
     errors.install(app)
+    app.add_exception_handler(ScoringError, _scoring_error)
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
-    for module in (health, events, decisions):
+    for module in (health, events, decisions, churn, offers, kpis, admin):
         app.include_router(module.router)
     return app
+
+
+async def _scoring_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ScoringError)
+    return errors.problem(exc.status, exc.detail)
 
 
 class LimitBody:

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from features.offers import Offer
 from features.settings import ApiKey, Settings
+from serving.scoring import ScoringService
 from serving.security import require
 from serving.store import Store
 
@@ -24,9 +25,14 @@ def _offers(request: Request) -> list[Offer]:
     return request.app.state.offers
 
 
+def _scoring(request: Request) -> ScoringService:
+    return request.app.state.scoring
+
+
 StoreDep = Annotated[Store, Depends(_store)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 OffersDep = Annotated[list[Offer], Depends(_offers)]
+ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 CrmKey = Annotated[ApiKey, Depends(require("crm"))]
 MarketingKey = Annotated[ApiKey, Depends(require("marketing"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]

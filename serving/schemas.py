@@ -172,3 +172,223 @@ class Problem(BaseModel):
     errors: list[str] | list[FieldProblem] | None = Field(
         None, description="Every problem found (request validation or data contract)."
     )
+
+
+# --- scoring and offers ----------------------------------------------------------------------
+
+RiskBand = Literal["low", "medium", "high"]
+_VERSIONS = "Model name -> registered version used (null when not loaded)."
+
+
+class ChurnScore(BaseModel):
+    """A customer's churn risk, as the champion models see them now."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "C000042",
+                    "risk": 0.71,
+                    "band": "high",
+                    "reasons": [
+                        "no purchase for 74 days",
+                        "2 unresolved complaints",
+                        "NPS fell to 3",
+                    ],
+                    "clv": 412.5,
+                    "as_of": "2026-11-23T09:30:00",
+                    "horizon_days": 90,
+                    "feature_set": "churn_features:1",
+                    "models": {"churn-risk": "3", "clv": "2"},
+                }
+            ]
+        }
+    )
+
+    customer_id: str
+    risk: float = Field(ge=0, le=1, description="Calibrated P(churn within horizon_days).")
+    band: RiskBand = Field(description="low / medium / high, by the configured thresholds.")
+    reasons: list[str] = Field(description="Up to 3 drivers of this customer's risk, in words.")
+    clv: float | None = Field(description="Predicted revenue over the next 365 days.")
+    as_of: datetime = Field(description="UTC time the features were computed at.")
+    horizon_days: int
+    feature_set: str = Field(description="Feature set name and version.")
+    models: dict[str, str | None] = Field(description=_VERSIONS)
+
+
+class ChurnBatchIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"customer_ids": ["C000042", "C000043"]}]}
+    )
+
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, description="Customers to score (at most the configured batch limit)."
+    )
+
+
+class ChurnBatchOut(BaseModel):
+    scores: list[ChurnScore]
+    unknown: list[str] = Field(description="Requested ids the store does not hold.")
+
+
+class RecommendContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str | None = Field(None, max_length=100, description="e.g. email, app, phone.")
+    language: str | None = Field(
+        None,
+        min_length=2,
+        max_length=35,
+        description="Language of the messages (default: the customer's).",
+    )
+
+
+class RecommendIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "C000042",
+                    "context": {"channel": "email", "language": "de"},
+                    "k": 3,
+                }
+            ]
+        },
+    )
+
+    customer_id: str = Field(min_length=1, max_length=200)
+    context: RecommendContext = Field(default_factory=RecommendContext)
+    k: int = Field(3, ge=1, description="How many actions to return.")
+
+
+class OfferAction(BaseModel):
+    offer_id: str = Field(description="A catalog offer, or `none` (do nothing).")
+    kind: str
+    expected_value: float = Field(
+        description="Expected net value against doing nothing: uplift x CLV - expected cost."
+    )
+    probability: float = Field(description="Probability the policy gives this action.")
+    message: str | None = Field(description="The offer's text in the response language.")
+    marketing: bool
+
+
+class Recommendation(BaseModel):
+    """The chosen action (first in `actions`) and the best alternatives, logged as a decision."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "decision_id": "5f0c9a7e2b1d4c3e8f6a9b0c1d2e3f40",
+                    "customer_id": "C000042",
+                    "offer_id": "free_shipping",
+                    "propensity": 0.92,
+                    "explored": False,
+                    "language": "de",
+                    "channel": "email",
+                    "actions": [
+                        {
+                            "offer_id": "free_shipping",
+                            "kind": "free_shipping",
+                            "expected_value": 18.4,
+                            "probability": 0.92,
+                            "message": "Kostenloser Versand für Ihre nächsten drei Bestellungen",
+                            "marketing": True,
+                        },
+                        {
+                            "offer_id": "none",
+                            "kind": "none",
+                            "expected_value": 0.0,
+                            "probability": 0.02,
+                            "message": None,
+                            "marketing": False,
+                        },
+                    ],
+                    "as_of": "2026-11-23T09:30:00",
+                    "feature_set": "churn_features:1",
+                    "models": {"churn-risk": "3", "clv": "2", "next-offer": "1"},
+                }
+            ]
+        }
+    )
+
+    decision_id: str = Field(description="Report its outcome to /v1/decisions/{id}/outcome.")
+    customer_id: str
+    offer_id: str = Field(description="The chosen action.")
+    propensity: float = Field(gt=0, le=1, description="Probability it was chosen with.")
+    explored: bool = Field(description="True when exploration overrode the best action.")
+    language: str
+    channel: str | None
+    actions: list[OfferAction] = Field(description="Chosen action first, then by value.")
+    as_of: datetime = Field(description="UTC time the features were computed at.")
+    feature_set: str
+    models: dict[str, str | None] = Field(description=_VERSIONS)
+
+
+class AtRiskItem(BaseModel):
+    customer_id: str
+    segment: str | None
+    risk: float
+    band: RiskBand
+    reasons: list[str]
+    clv: float | None
+    best_action: str | None = Field(description="Best eligible action at the run's date.")
+    best_action_value: float | None
+
+
+class AtRiskPage(BaseModel):
+    """One page of the latest batch scoring run, riskiest first."""
+
+    as_of: str = Field(description="Date of the batch scoring run.")
+    min_risk: float
+    segment: str | None
+    total: int = Field(description="Customers matching, over all pages.")
+    limit: int
+    offset: int
+    models: dict[str, str | None] = Field(description=_VERSIONS)
+    items: list[AtRiskItem]
+
+
+class KpiRow(BaseModel):
+    period: date = Field(description="First day of the month.")
+    dimension: str = Field(description="all, segment or cohort.")
+    group: str
+    metric: str
+    value: float | None
+    n: int = Field(description="Customers or answers behind the value.")
+
+
+class Kpis(BaseModel):
+    computed_at: datetime = Field(description="When the cached table was computed (UTC).")
+    rows: list[KpiRow]
+
+
+class LoadedModelInfo(BaseModel):
+    version: str
+    run_id: str
+    feature_set: str
+
+
+class ModelsStatus(BaseModel):
+    alias: str
+    generation: int = Field(description="Increases with every reload.")
+    loaded_at: datetime
+    models: dict[str, str | None] = Field(description=_VERSIONS)
+    details: dict[str, LoadedModelInfo]
+    errors: dict[str, str] = Field(description="Why a model is not loaded.")
+
+
+class FeatureCacheStatus(BaseModel):
+    cached_customers: int
+    warming: bool
+    warmed_customers: int
+    total_customers: int
+    rounds_completed: int
+    last_completed_at: datetime | None
+    reasons_computed: int
+
+
+class ServiceStatus(BaseModel):
+    models: ModelsStatus
+    features: FeatureCacheStatus

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.contract import NO_OFFER
 from features.offers import Offer
+from training.encoding import categorical_columns, encode_frame, learn_categories
 from training.offpolicy import PolicyValue, auuc, deterministic, policy_value, qini_curve, uniform
 from training.policy import best_actions, expected_costs, net_values
 from training.uplift import DRLearner, TLearner
@@ -108,6 +109,15 @@ def decision_outcomes(
     )
 
 
+def active_at_cutoff(features: pd.DataFrame, horizon_days: int) -> pd.Series:
+    """The panel's "active at T" rule (`features.panel.active_filter`) on a feature frame:
+    a purchase in the last H days and no cancellation since. Decisions about customers who had
+    already gone teach nothing about what an offer does, and scoring them wastes contacts."""
+    since_purchase = features["days_since_last_purchase"]
+    since_cancel = features["days_since_last_cancellation"]
+    return (since_purchase <= horizon_days) & ~(since_cancel <= since_purchase)
+
+
 def _classifier(seed: int, threads: int) -> lgb.LGBMClassifier:
     return lgb.LGBMClassifier(
         n_estimators=150,
@@ -134,6 +144,11 @@ class NextOfferModel(BaseEstimator):  # type: ignore[misc]
         self, features: pd.DataFrame, decisions: pd.DataFrame, outcomes: pd.DataFrame
     ) -> NextOfferModel:
         """Fit on decision-time features, the logged decisions and their outcomes (row-aligned)."""
+        self.feature_names_ = list(features.columns)
+        self.categories_ = learn_categories(
+            features, categorical_columns(features, self.feature_names_)
+        )
+        features = self._matrix(features)
         action = decisions["offer_id"].to_numpy(dtype=object)
         propensity = decisions["propensity"].to_numpy(dtype=float)
         outcome = outcomes["outcome"].to_numpy(dtype=float)
@@ -156,23 +171,27 @@ class NextOfferModel(BaseEstimator):  # type: ignore[misc]
                 self.redeem_[offer] = _classifier(self.seed, self.num_threads).fit(
                     features[rows], redeemed
                 )
-        self.feature_names_ = list(features.columns)
         return self
+
+    def _matrix(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Features as LightGBM sees them: floats, categories as codes learnt at fit time."""
+        encoded = encode_frame(features, self.feature_names_, self.categories_)
+        return pd.DataFrame(encoded, columns=self.feature_names_, index=features.index)
 
     def effects(self, features: pd.DataFrame) -> pd.DataFrame:
         """Change in the goal probability of each offer against `none`."""
         check_is_fitted(self, "uplift_")
-        return self.uplift_.predict_effects(features[self.feature_names_])
+        return self.uplift_.predict_effects(self._matrix(features))
 
     def baseline(self, features: pd.DataFrame) -> pd.Series:
         """Goal probability without any offer."""
         check_is_fitted(self, "baseline_")
-        probabilities = np.asarray(self.baseline_.predict_proba(features[self.feature_names_]))
+        probabilities = np.asarray(self.baseline_.predict_proba(self._matrix(features)))
         return pd.Series(probabilities[:, 1], index=features.index)
 
     def redeem_probabilities(self, features: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "redeem_")
-        x = features[self.feature_names_]
+        x = self._matrix(features)
         return pd.DataFrame(
             {
                 offer: model.predict_proba(x)[:, 1]
@@ -297,11 +316,11 @@ def oracle_comparison(
     """True net value of a policy against the oracle, best single offer and no offers.
 
     `truth` is the demo world's ground truth: one row per (customer_id, offer_id) with
-    `delta_retention`, `clv_365`, `expected_cost` and optionally `delta_revenue_365`.
+    `delta_retention`, `clv_365` and `expected_cost`.
     """
+    # The same value definition the policy optimises. (`delta_revenue_365`, where present, already
+    # contains the revenue of the extra retention: adding it would count that twice.)
     net = truth["delta_retention"] * truth["clv_365"] - truth["expected_cost"]
-    if "delta_revenue_365" in truth:
-        net = net + truth["delta_revenue_365"]
     true_values = truth.assign(net=net).pivot(index="customer_id", columns="offer_id", values="net")
     customers = chosen.index.intersection(true_values.index)
     true_values = true_values.loc[customers]

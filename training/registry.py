@@ -46,14 +46,17 @@ CHURN_AUC = "model.roc_auc"
 CHURN_ECE = "model.ece"
 CLV_MAE = "model.mae"
 CLV_RMSE = "model.rmse"
+POLICY_VALUE = "policy.learned_dr"  # next-offer: doubly-robust value per held-out decision
+KINDS = ("churn", "clv", "next-offer")
 
 
 class EstimatorPyfunc(PythonModel):
-    """Pyfunc wrapper: `predict` returns P(churn) for kind "churn", revenue for kind "clv"."""
+    """Pyfunc wrapper: `predict` returns P(churn) for kind "churn", revenue for kind "clv", and
+    the uplift of each offer (columns in `offers_` order) for kind "next-offer"."""
 
     def __init__(self, kind: str) -> None:
-        if kind not in ("churn", "clv"):
-            raise ValueError(f"kind must be 'churn' or 'clv', got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.estimator: Any = None
 
@@ -67,6 +70,8 @@ class EstimatorPyfunc(PythonModel):
         frame = pd.DataFrame(model_input)
         if self.kind == "churn":
             return np.asarray(self.estimator.predict_proba(frame)[:, 1], dtype=float)
+        if self.kind == "next-offer":
+            return np.asarray(self.estimator.effects(frame), dtype=float)
         return np.asarray(self.estimator.predict(frame), dtype=float)
 
 
@@ -394,6 +399,12 @@ def compare(
     Returns:
         (ok, one-line reason).
     """
+    if kind == "next-offer":
+        value_c, value_ch = challenger[POLICY_VALUE], champion[POLICY_VALUE]
+        text = f"DR policy value {value_c:.3f} vs champion {value_ch:.3f} per decision"
+        if value_c >= value_ch:
+            return True, f"challenger at least as good: {text}"
+        return False, f"challenger not promoted, lower policy value: {text}"
     if kind == "churn":
         auc_c, auc_ch = challenger[CHURN_AUC], champion[CHURN_AUC]
         ece_c, ece_ch = challenger[CHURN_ECE], champion[CHURN_ECE]
@@ -467,7 +478,7 @@ def promote(
     kind = challenger_run.data.tags.get(KIND_TAG, "churn")
     champion_cutoff = champion_run.data.tags.get("test_cutoff", "")
     challenger_cutoff = challenger_run.data.tags.get("test_cutoff", "")
-    keys = (CHURN_AUC, CHURN_ECE) if kind == "churn" else (CLV_MAE, CLV_RMSE)
+    keys = {"churn": (CHURN_AUC, CHURN_ECE), "clv": (CLV_MAE, CLV_RMSE)}.get(kind, (POLICY_VALUE,))
     ok: bool
     reason: str
     comparison: dict[str, float] = {}
@@ -481,7 +492,7 @@ def promote(
             auc_tolerance=auc_tolerance,
             ece_tolerance=ece_tolerance,
         )
-    elif panel is not None and challenger_cutoff > champion_cutoff:
+    elif panel is not None and kind != "next-offer" and challenger_cutoff > champion_cutoff:
         target = challenger_run.data.tags.get("target", "churned")
         cutoffs = pd.to_datetime(panel["cutoff"]).dt.date.astype(str)
         holdout = panel[(cutoffs == challenger_cutoff).to_numpy()]

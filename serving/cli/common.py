@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from features.contract import ContractError, format_error
 
@@ -22,7 +23,7 @@ def exit_on_bad_input() -> Iterator[None]:
     except ContractError as exc:
         errors = exc.errors
         for _, error in errors.head(MAX_ERRORS_SHOWN).iterrows():
-            console.print(f"[red]error[/]: {format_error(error)}", soft_wrap=True)
+            console.print(f"[red]error[/]: {escape(format_error(error))}", soft_wrap=True)
         if len(errors) > MAX_ERRORS_SHOWN:
             console.print(f"… and {len(errors) - MAX_ERRORS_SHOWN} more errors")
         raise typer.Exit(1) from None

@@ -1,0 +1,722 @@
+"""Run a feature definition on DuckDB (default, in-process) or Apache Spark: same SQL, two dialects.
+
+The engine-neutral core compiles a `QuerySpec` (features.definitions) into DuckDB SQL text. The
+DuckDB engine runs that text as is; the Spark engine transpiles it with sqlglot and runs it with
+`spark.sql`. Two plans produce identical rows:
+
+* `by_cutoff` (default for a few distinct cutoffs, e.g. a monthly training panel or online
+  scoring): every bounded-window scan runs once per cutoff with the cutoff as a literal, so the
+  time bounds are pushed into the table scan (row groups outside the window are skipped).
+  Unbounded ("all history") scans run once for all cutoffs: rows are aggregated per customer and
+  time segment between consecutive cutoffs, and each cutoff merges the segments before it.
+* `join` (many distinct cutoffs, as in an event-triggered entity frame): every scan joins events
+  to the (customer_id, cutoff) keys with the time bounds as join conditions.
+
+Either way the time bounds come from the engine, never from a definition: a past scan sees only
+rows with `timestamp < cutoff`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset
+import sqlglot
+from sqlglot import exp
+
+from features.definitions import (
+    CHURN_FEATURES_V1,
+    Feature,
+    FeatureSet,
+    QuerySpec,
+    Scan,
+    static_feature,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+
+Plan = Literal["auto", "by_cutoff", "join"]
+Kind = Literal["numeric", "categorical", "temporal", "other"]
+
+ROW = "_entity_row"
+CUSTOMER_ROW = "_customer_row"
+MAX_BY_CUTOFF = 32  # above this many distinct cutoffs `auto` picks the join plan
+
+# The event columns definitions may read, with their SQL types (missing optional ones are NULL).
+EVENT_TYPES_SQL = {
+    "customer_id": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "event_type": "VARCHAR",
+    "amount": "DOUBLE",
+    "offer_id": "VARCHAR",
+    "score": "DOUBLE",
+}
+EVENT_REQUIRED = ("customer_id", "timestamp", "event_type")
+CUSTOMER_TYPES_SQL = {
+    "signup_date": "TIMESTAMP",
+    "country": "VARCHAR",
+    "language": "VARCHAR",
+    "segment": "VARCHAR",
+    "loyalty_member": "BOOLEAN",
+    "marketing_consent": "BOOLEAN",
+}
+_RESERVED = {"customer_id", "cutoff", ROW, CUSTOMER_ROW}
+
+# What the engines accept as a table: a pandas or Arrow frame, a Parquet file or glob, or
+# (SparkEngine only) a Spark DataFrame.
+TableLike = Any
+
+
+# --------------------------------------------------------------------------------------------
+# SQL compilation (engine-neutral, DuckDB dialect)
+# --------------------------------------------------------------------------------------------
+
+
+def sql_timestamp(value: pd.Timestamp) -> str:
+    """A TIMESTAMP literal with microsecond precision."""
+    return f"TIMESTAMP '{pd.Timestamp(value).isoformat(sep=' ', timespec='microseconds')}'"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_MARKER = "retain_cutoff_marker"
+
+
+@functools.lru_cache(maxsize=4096)
+def _cutoff_template(sql: str) -> str:
+    """`sql` in DuckDB dialect with every unqualified `cutoff` column renamed to a marker."""
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.name == "cutoff" and not node.table:
+            return exp.column(_MARKER)
+        return node
+
+    return sqlglot.parse_one(sql, read="duckdb").transform(swap).sql(dialect="duckdb")
+
+
+def _replace_cutoff(sql: str, cutoff: str) -> str:
+    """Replace every unqualified reference to the column `cutoff` by an expression."""
+    return re.sub(rf"\b{_MARKER}\b", f"({cutoff})", _cutoff_template(sql))
+
+
+@functools.lru_cache(maxsize=4096)
+def _references_cutoff(sql: str) -> bool:
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    return any(c.name == "cutoff" and not c.table for c in tree.find_all(exp.Column))
+
+
+def _bounds(scan: Scan, cutoff: str, timestamp: str = "timestamp") -> list[str]:
+    days = scan.window_days
+    if scan.direction == "past":
+        bounds = [f"{timestamp} < {cutoff}"]
+        if days is not None:
+            bounds.append(f"{timestamp} >= {cutoff} - INTERVAL {days} DAY")
+        return bounds
+    return [f"{timestamp} > {cutoff}", f"{timestamp} <= {cutoff} + INTERVAL {days} DAY"]
+
+
+def _aggregates(scan: Scan, cutoff: str | None = None) -> str:
+    items = []
+    for agg in scan.aggregates:
+        sql = agg.sql if cutoff is None else _replace_cutoff(agg.sql, cutoff)
+        items.append(f"{sql} AS {_quote(agg.name)}")
+    return ",\n        ".join(items)
+
+
+def _select_outputs(spec: QuerySpec) -> str:
+    outputs = ",\n    ".join(f"{f.sql} AS {_quote(f.name)}" for f in spec.outputs)
+    return f"SELECT {ROW}, customer_id, cutoff,\n    {outputs}"
+
+
+def _where_filter(spec: QuerySpec) -> str:
+    return f"WHERE {spec.row_filter}\n" if spec.row_filter else ""
+
+
+def is_segmented(scan: Scan) -> bool:
+    """Unbounded past scans are computed once per time segment and merged per cutoff."""
+    return scan.direction == "past" and scan.window_days is None
+
+
+def partials_table(scan: Scan) -> str:
+    return f"{scan.name}__partials"
+
+
+def compile_partials(scan: Scan, cutoffs: Sequence[pd.Timestamp]) -> str:
+    """One pass over an unbounded scan's rows: aggregates per customer and time segment.
+
+    Segment k holds the rows in [cutoff_{k-1}, cutoff_k); cutoff k merges segments 1..k.
+    """
+    if any(_references_cutoff(a.sql) for a in scan.aggregates):
+        raise ValueError(f"scan {scan.name!r}: an unbounded scan may not reference the cutoff")
+    whens = " ".join(
+        f"WHEN timestamp < {sql_timestamp(c)} THEN {k}" for k, c in enumerate(cutoffs, 1)
+    )
+    return f"""SELECT customer_id, segment,
+        {_aggregates(scan)}
+FROM (
+    SELECT *, CASE {whens} END AS segment
+    FROM {scan.source}
+    WHERE timestamp < {sql_timestamp(cutoffs[-1])} AND ({scan.where})
+) AS segmented
+GROUP BY customer_id, segment"""
+
+
+def compile_by_cutoff(spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None) -> str:
+    """The query for the entities of one cutoff.
+
+    With `segment`, unbounded scans merge the partials tables' segments up to it (the tables
+    must exist); without, they scan their source directly (the better plan for one cutoff).
+    """
+    literal = sql_timestamp(cutoff)
+    ctes = []
+    for scan in spec.scans:
+        if is_segmented(scan) and segment is not None:
+            merged = ",\n        ".join(
+                f"{a.merge}({_quote(a.name)}) AS {_quote(a.name)}" for a in scan.aggregates
+            )
+            body = (
+                f"SELECT customer_id,\n        {merged}\n"
+                f"    FROM {partials_table(scan)}\n"
+                f"    WHERE segment <= {segment}\n"
+                f"    GROUP BY customer_id"
+            )
+        else:
+            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})"])
+            body = (
+                f"SELECT customer_id,\n        {_aggregates(scan, literal)}\n"
+                f"    FROM {scan.source}\n"
+                f"    WHERE {where}\n"
+                f"    GROUP BY customer_id"
+            )
+        ctes.append(f"{scan.name} AS (\n    {body}\n)")
+    joins = "".join(f"LEFT JOIN {s.name} USING (customer_id)\n" for s in spec.scans)
+    entity = f"(SELECT {ROW}, customer_id, cutoff FROM entities WHERE cutoff = {literal})"
+    return (
+        "WITH\n" + ",\n".join(ctes) + "\n"
+        f"{_select_outputs(spec)}\n"
+        f"FROM {entity} AS entity\n"
+        "LEFT JOIN customers USING (customer_id)\n"
+        f"{joins}{_where_filter(spec)}ORDER BY {ROW}"
+    )
+
+
+def compile_join(spec: QuerySpec) -> str:
+    """One query for entities with any number of distinct cutoffs."""
+    ctes = ["keys AS (SELECT DISTINCT customer_id, cutoff FROM entities)"]
+    for scan in spec.scans:
+        on = " AND ".join(
+            ["e.customer_id = keys.customer_id", *_bounds(scan, "keys.cutoff", "e.timestamp")]
+        )
+        ctes.append(
+            f"{scan.name} AS (\n"
+            f"    SELECT customer_id, cutoff,\n        {_aggregates(scan)}\n"
+            f"    FROM (SELECT keys.cutoff, e.* FROM keys JOIN {scan.source} AS e ON {on}) AS h\n"
+            f"    WHERE {scan.where}\n"
+            f"    GROUP BY customer_id, cutoff\n)"
+        )
+    joins = "".join(f"LEFT JOIN {s.name} USING (customer_id, cutoff)\n" for s in spec.scans)
+    return (
+        "WITH\n" + ",\n".join(ctes) + "\n"
+        f"{_select_outputs(spec)}\n"
+        "FROM entities\n"
+        "LEFT JOIN customers USING (customer_id)\n"
+        f"{joins}{_where_filter(spec)}ORDER BY {ROW}"
+    )
+
+
+def _typed(column: str, target: str, types: Mapping[str, str]) -> str:
+    """The column as `target` type; no cast when it already is one (keeps filter pushdown)."""
+    if column not in types:
+        return f"CAST(NULL AS {target}) AS {column}"
+    if types[column].upper() == target:
+        return _quote(column)
+    return f"CAST({_quote(column)} AS {target}) AS {column}"
+
+
+def _events_view(types: Mapping[str, str], prefilter: bool) -> str:
+    missing = [c for c in EVENT_REQUIRED if c not in types]
+    if missing:
+        raise ValueError(f"events: required column(s) missing: {', '.join(missing)}")
+    items = [_typed(c, t, types) for c, t in EVENT_TYPES_SQL.items()]
+    where = "\nWHERE customer_id IN (SELECT customer_id FROM entities)" if prefilter else ""
+    return f"SELECT {', '.join(items)}\nFROM events_input{where}"
+
+
+def _customers_view(types: Mapping[str, str]) -> str:
+    for required in ("customer_id", "signup_date"):
+        if required not in types:
+            raise ValueError(f"customers: required column missing: {required}")
+    items = [_typed("customer_id", "VARCHAR", types), CUSTOMER_ROW]
+    items += [_typed(c, t, types) for c, t in CUSTOMER_TYPES_SQL.items()]
+    items += [_quote(c) for c in types if c not in CUSTOMER_TYPES_SQL and c not in _RESERVED]
+    return f"SELECT {', '.join(items)}\nFROM customers_input"
+
+
+def _cutoff_entities(cutoffs: Sequence[pd.Timestamp]) -> str:
+    """Every customer at every cutoff, numbered cutoff-major in the customers' order."""
+    values = ", ".join(f"({k}, {sql_timestamp(c)})" for k, c in enumerate(cutoffs))
+    return (
+        f"SELECT k.k * (SELECT count(*) FROM customers) + c.{CUSTOMER_ROW} AS {ROW}, "
+        "c.customer_id, k.cutoff\n"
+        f"FROM customers AS c CROSS JOIN (VALUES {values}) AS k(k, cutoff)"
+    )
+
+
+def kind_of(sql_type: str) -> Kind:
+    """Classify a DuckDB or Spark column type for static attributes."""
+    t = sql_type.upper()
+    if re.match(
+        r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?\d*|FLOAT\d*|DOUBLE|REAL|DECIMAL.*|BOOL(EAN)?|"
+        r"LONG|SHORT|BYTE)$",
+        t,
+    ):
+        return "numeric"
+    if re.match(r"^(VARCHAR|STRING|TEXT|ENUM.*|CHAR.*)$", t):
+        return "categorical"
+    if t.startswith(("TIMESTAMP", "DATE", "TIME", "INTERVAL")):
+        return "temporal"
+    return "other"
+
+
+# --------------------------------------------------------------------------------------------
+# Sessions: where the SQL runs
+# --------------------------------------------------------------------------------------------
+
+
+class Session(Protocol):
+    """One isolated run on an engine; its relations are dropped at the end.
+
+    Relations: `events_input`/`customers_input` (the data as given), `entities`, and the views
+    `events` and `customers` that select and type the contract columns.
+    """
+
+    def register(self, name: str, data: TableLike, *, numbered: bool = False) -> dict[str, str]:
+        """Make `data` queryable as `name`; returns its columns' SQL types."""
+        ...
+
+    def create(self, name: str, sql: str, *, materialize: bool = False) -> None: ...
+
+    def fetch(self, sql: str) -> pa.Table: ...
+
+
+class Engine(Protocol):
+    default_plan: Plan
+    prefilter_max_customers: int
+
+    def session(self) -> AbstractContextManager[Session]: ...
+
+
+def _arrow(data: pd.DataFrame | pa.Table, columns: Sequence[str] | None) -> pa.Table:
+    if isinstance(data, pd.DataFrame):
+        if columns is not None:
+            data = data[[c for c in columns if c in data.columns]]
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if columns is not None:
+        data = data.select([c for c in columns if c in data.column_names])
+    return data
+
+
+def _is_path(data: object) -> bool:
+    return isinstance(data, str | os.PathLike)
+
+
+def _wanted_columns(name: str) -> list[str] | None:
+    """Read only the event columns the definitions use; keep every customers column."""
+    return list(EVENT_TYPES_SQL) if name == "events_input" else None
+
+
+class DuckDBSession:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._keep: list[pa.Table] = []  # registered Arrow tables must outlive the queries
+
+    def register(self, name: str, data: TableLike, *, numbered: bool = False) -> dict[str, str]:
+        if _is_path(data):
+            path = str(data).replace("'", "''")
+            if numbered:
+                select = (
+                    f"SELECT * EXCLUDE (file_row_number), file_row_number AS {CUSTOMER_ROW} "
+                    f"FROM read_parquet('{path}', file_row_number = true)"
+                )
+            else:
+                select = f"SELECT * FROM read_parquet('{path}')"
+            self.con.execute(f"CREATE VIEW {name} AS {select}")
+        else:
+            table = _arrow(data, _wanted_columns(name))
+            if numbered:
+                rows = pa.array(np.arange(table.num_rows, dtype="int64"))
+                table = table.append_column(CUSTOMER_ROW, rows)
+            self._keep.append(table)
+            # as a dataset, DuckDB pushes filters (the time windows) into pyarrow, which skips
+            # rows before converting them; a bare Table would be converted whole on every scan
+            self.con.register(name, pyarrow.dataset.dataset(table))
+        described = self.con.execute(f"DESCRIBE {name}").fetchall()
+        return {str(r[0]): str(r[1]) for r in described}
+
+    def create(self, name: str, sql: str, *, materialize: bool = False) -> None:
+        kind = "TEMP TABLE" if materialize else "TEMP VIEW"
+        self.con.execute(f"CREATE OR REPLACE {kind} {name} AS {sql}")
+
+    def fetch(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+
+class DuckDBEngine:
+    """The default engine: DuckDB in-process; pandas/Arrow frames are scanned without copying.
+
+    Args:
+        threads: worker threads (default: all cores).
+        memory_limit: DuckDB memory limit such as "4GB" (default: DuckDB's, 80% of RAM).
+        plan: "auto" (by_cutoff for up to 32 distinct cutoffs, else join), "by_cutoff" or "join".
+        prefilter_max_customers: when the entities name at most this many customers, events are
+            first filtered to them (fast online scoring against a large event table).
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        plan: Plan = "auto",
+        prefilter_max_customers: int = 50_000,
+    ) -> None:
+        self.threads = threads
+        self.memory_limit = memory_limit
+        self.default_plan = plan
+        self.prefilter_max_customers = prefilter_max_customers
+        self._database: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def _parent(self) -> duckdb.DuckDBPyConnection:
+        # One in-memory database per engine; every session is a cursor (its own connection,
+        # so its temp views and registered frames are private to it).
+        with self._lock:
+            if self._database is None:
+                con = duckdb.connect(":memory:")
+                con.execute(f"SET threads = {self.threads or os.cpu_count() or 1}")
+                con.execute("SET enable_progress_bar = false")
+                con.execute("SET preserve_insertion_order = false")
+                if self.memory_limit:
+                    con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                self._database = con
+            return self._database
+
+    @contextmanager
+    def session(self) -> Iterator[DuckDBSession]:
+        con = self._parent().cursor()
+        try:
+            yield DuckDBSession(con)
+        finally:
+            con.close()
+
+
+# Spark type names as the DuckDB names the views are written in (for the no-cast check)
+_SPARK_TO_SQL = {
+    "string": "VARCHAR",
+    "timestamp_ntz": "TIMESTAMP",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def default_engine() -> DuckDBEngine:
+    """The shared DuckDB engine used when none is given (created on first use)."""
+    return DuckDBEngine()
+
+
+def _spark_type(arrow_type: pa.DataType) -> Any:
+    from pyspark.sql import types as T
+
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+        return T.TimestampNTZType()
+    if pa.types.is_boolean(arrow_type):
+        return T.BooleanType()
+    if pa.types.is_integer(arrow_type):
+        return T.LongType()
+    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return T.DoubleType()
+    return T.StringType()
+
+
+class SparkSessionRun:
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+        self.prefix = f"retain_{uuid.uuid4().hex[:10]}_"
+        self.names: dict[str, str] = {}
+        self.cached: list[SparkDataFrame] = []
+
+    def translate(self, sql: str) -> str:
+        """DuckDB SQL -> Spark SQL, with our relations renamed to this run's temp views."""
+
+        def rename(node: exp.Expr) -> exp.Expr:
+            if isinstance(node, exp.Table) and not node.db and node.name in self.names:
+                return exp.to_table(self.names[node.name]).as_(node.alias or node.name)
+            return node
+
+        return sqlglot.parse_one(sql, read="duckdb").transform(rename).sql(dialect="spark")
+
+    def _view(self, name: str, frame: SparkDataFrame) -> None:
+        self.names[name] = self.prefix + name
+        frame.createOrReplaceTempView(self.names[name])
+
+    def register(self, name: str, data: TableLike, *, numbered: bool = False) -> dict[str, str]:
+        from pyspark.sql import DataFrame
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        if isinstance(data, DataFrame):
+            frame = data
+            for field in frame.schema.fields:
+                if isinstance(field.dataType, T.TimestampType | T.DateType):
+                    # an instant becomes its UTC time (the run's session time zone is UTC)
+                    frame = frame.withColumn(field.name, F.col(field.name).cast("timestamp_ntz"))
+        elif _is_path(data):
+            frame = self.spark.read.parquet(str(data))
+        else:
+            table = _arrow(data, _wanted_columns(name))
+            schema = T.StructType(
+                [T.StructField(f.name, _spark_type(f.type)) for f in table.schema]
+            )
+            frame = self.spark.createDataFrame(table, schema=schema)
+        if numbered:
+            frame = frame.withColumn(CUSTOMER_ROW, F.monotonically_increasing_id())
+        self._view(name, frame)
+        return {n: _SPARK_TO_SQL.get(t, t.upper()) for n, t in frame.dtypes}
+
+    def create(self, name: str, sql: str, *, materialize: bool = False) -> None:
+        frame = self.spark.sql(self.translate(sql))
+        if materialize:
+            frame = frame.cache()
+            self.cached.append(frame)
+        self._view(name, frame)
+
+    def fetch(self, sql: str) -> pa.Table:
+        return self.spark.sql(self.translate(sql)).toArrow()
+
+    def close(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+        for view in self.names.values():
+            self.spark.catalog.dropTempView(view)
+
+
+class SparkEngine:
+    """Runs the same SQL on Apache Spark (transpiled by sqlglot from the DuckDB dialect).
+
+    Accepts pandas or Arrow frames, Parquet paths or Spark DataFrames. Timestamps are handled as
+    TIMESTAMP_NTZ (naive UTC, as in the contract); a Spark TIMESTAMP column holds instants and is
+    read as their UTC time. Each call runs with the session time zone set to UTC (restored after).
+
+    Args:
+        spark: an active SparkSession.
+        plan: "join" (default: one job, Spark distributes the range join), "by_cutoff" or "auto".
+    """
+
+    prefilter_max_customers = 0
+
+    def __init__(self, spark: SparkSession, *, plan: Plan = "join") -> None:
+        self.spark = spark
+        self.default_plan = plan
+
+    @contextmanager
+    def session(self) -> Iterator[SparkSessionRun]:
+        # Spark evaluates differences and casts of timestamps through the session time zone
+        # (a wall-clock time in a DST gap would shift), so a run uses UTC and restores it after.
+        zone_key = "spark.sql.session.timeZone"
+        zone = self.spark.conf.get(zone_key) or "UTC"
+        self.spark.conf.set(zone_key, "UTC")
+        run = SparkSessionRun(self.spark)
+        try:
+            yield run
+        finally:
+            run.close()
+            self.spark.conf.set(zone_key, zone)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a spec
+# --------------------------------------------------------------------------------------------
+
+
+def _static_features(spec: QuerySpec, types: Mapping[str, str]) -> tuple[Feature, ...]:
+    """Extra customers columns as features; clashes with defined names are errors."""
+    taken = {f.name for f in spec.outputs} | {a.name for s in spec.scans for a in s.aggregates}
+    skip = _RESERVED | set(CUSTOMER_TYPES_SQL) | set(spec.customer_columns)
+    extras = []
+    for column, sql_type in types.items():
+        kind = kind_of(sql_type)
+        if column in skip:
+            continue
+        if column in taken:
+            raise ValueError(f"customers: column {column!r} clashes with a feature name")
+        if kind not in ("numeric", "categorical"):
+            raise ValueError(
+                f"customers: column {column!r} has an unsupported type for a static attribute "
+                "(numbers, strings or booleans only; derive dates as events instead)"
+            )
+        extras.append(static_feature(column, kind))
+    return tuple(extras)
+
+
+def _entities_frame(entities: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("customer_id", "cutoff") if c not in entities.columns]
+    if missing:
+        raise ValueError(f"entities: required column(s) missing: {', '.join(missing)}")
+    cutoff = pd.to_datetime(entities["cutoff"])
+    if isinstance(cutoff.dtype, pd.DatetimeTZDtype):
+        cutoff = cutoff.dt.tz_convert("UTC").dt.tz_localize(None)
+    if cutoff.isna().any():
+        raise ValueError("entities: cutoff must not be missing")
+    if entities["customer_id"].isna().any():
+        raise ValueError("entities: customer_id must not be missing")
+    return pd.DataFrame(
+        {
+            ROW: np.arange(len(entities), dtype="int64"),
+            "customer_id": entities["customer_id"].astype("str").to_numpy(),
+            "cutoff": cutoff.dt.as_unit("us").to_numpy(),
+        }
+    )
+
+
+def run_spec(
+    spec: QuerySpec,
+    events: TableLike,
+    customers: TableLike,
+    *,
+    entities: pd.DataFrame | None = None,
+    cutoffs: Sequence[pd.Timestamp] | None = None,
+    engine: Engine | None = None,
+    plan: Plan | None = None,
+) -> tuple[pa.Table, QuerySpec]:
+    """Compute `spec` for the entities (or every customer at every cutoff).
+
+    Returns the raw result (with `_entity_row`, in entity order) and the spec with the extra
+    static attributes found in `customers`.
+    """
+    engine = engine if engine is not None else default_engine()
+    if (entities is None) == (cutoffs is None):
+        raise ValueError("pass exactly one of entities or cutoffs")
+    keys = _entities_frame(entities) if entities is not None else None
+    if keys is not None:
+        distinct = sorted(pd.Timestamp(c) for c in pd.unique(keys["cutoff"]))
+    else:
+        distinct = sorted({pd.Timestamp(c).as_unit("us") for c in cutoffs or []})
+    chosen = plan or engine.default_plan
+    if chosen == "auto":
+        chosen = "by_cutoff" if len(distinct) <= MAX_BY_CUTOFF else "join"
+
+    with engine.session() as session:
+        types = session.register("customers_input", customers, numbered=True)
+        spec = replace(spec, outputs=spec.outputs + _static_features(spec, types))
+        session.create("customers", _customers_view(types))
+        if keys is not None:
+            session.register("entities", keys)
+            prefilter = keys["customer_id"].nunique() <= engine.prefilter_max_customers
+        else:
+            session.create("entities", _cutoff_entities(distinct))
+            prefilter = False
+        # Many cutoffs mean many scans: an in-memory frame is then copied once into the engine's
+        # own format (cheaper scans, and min/max per block skip blocks outside a time window).
+        copy = chosen == "by_cutoff" and len(distinct) > 1 and not _is_path(events)
+        events_sql = _events_view(session.register("events_input", events), prefilter)
+        session.create("events", events_sql, materialize=copy)
+        for name, sql in spec.sources.items():
+            session.create(name, sql)
+        if not distinct:
+            return session.fetch(compile_join(spec) + " LIMIT 0"), spec
+        if chosen == "join":
+            return session.fetch(compile_join(spec)), spec
+        segmented = len(distinct) > 1
+        for scan in spec.scans:
+            if segmented and is_segmented(scan):
+                session.create(
+                    partials_table(scan), compile_partials(scan, distinct), materialize=True
+                )
+        parts = [
+            session.fetch(compile_by_cutoff(spec, cutoff, k if segmented else None))
+            for k, cutoff in enumerate(distinct, 1)
+        ]
+    result = pa.concat_tables(parts, promote_options="permissive")
+    if keys is not None and len(distinct) > 1:
+        result = result.sort_by(ROW)  # back to the entities' order
+    return result, spec
+
+
+_DTYPES = {"int64": "int64", "float64": "float64", "str": "str", "bool": "bool"}
+
+
+def to_frame(result: pa.Table, spec: QuerySpec) -> pd.DataFrame:
+    """The result as pandas with stable dtypes: keys, then the outputs in order."""
+    columns = ["customer_id", "cutoff", *(f.name for f in spec.outputs)]
+    frame = result.select(columns).to_pandas(split_blocks=True, self_destruct=True)
+    dtypes = {"customer_id": "str", "cutoff": "datetime64[us]"}
+    dtypes |= {f.name: _DTYPES[f.dtype] for f in spec.outputs}
+    return frame.astype(dtypes).set_axis(pd.RangeIndex(len(frame)), axis=0)
+
+
+def build_features(
+    events: TableLike,
+    customers: TableLike,
+    entities: pd.DataFrame,
+    *,
+    engine: Engine | None = None,
+    feature_set: FeatureSet = CHURN_FEATURES_V1,
+    plan: Plan | None = None,
+) -> pd.DataFrame:
+    """Point-in-time features for each (customer_id, cutoff) pair, from events before the cutoff.
+
+    Args:
+        events: the events table (contract columns; extra columns are ignored): a pandas or
+            Arrow frame, a Parquet path/glob, or a Spark DataFrame with SparkEngine.
+        customers: the customers table, same forms; extra columns become static features.
+        entities: a frame with `customer_id` and `cutoff` (Feast-style entity frame). A cutoff is
+            exclusive: only events with `timestamp < cutoff` are used.
+        engine: `DuckDBEngine()` (default) or `SparkEngine(spark)`.
+        feature_set: the versioned definition (default `CHURN_FEATURES_V1`).
+        plan: override the engine's plan ("auto", "by_cutoff", "join"); results are identical.
+
+    Returns:
+        One row per entities row, in the same order: `customer_id`, `cutoff`, then
+        `feature_set.columns`, then extra static attributes. Counts are int64 (0 when nothing
+        happened), other numbers float64 with NaN for "no data", categoricals `str`.
+    """
+    result, spec = run_spec(
+        feature_set.spec(), events, customers, entities=entities, engine=engine, plan=plan
+    )
+    return to_frame(result, spec)
+
+
+def event_time_range(
+    events: TableLike, *, engine: Engine | None = None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last event timestamp (the data's start and end)."""
+    if isinstance(events, pd.DataFrame):
+        stamps = pd.to_datetime(events["timestamp"])
+        first, last = stamps.min(), stamps.max()
+    else:
+        with (engine or default_engine()).session() as session:
+            session.register("events_input", events)
+            row = session.fetch(
+                'SELECT min("timestamp") AS a, max("timestamp") AS b FROM events_input'
+            )
+            first, last = row.column("a")[0].as_py(), row.column("b")[0].as_py()
+    if pd.isna(first) or pd.isna(last):
+        raise ValueError("events: no events, so no time range")
+    return pd.Timestamp(first), pd.Timestamp(last)

@@ -1,0 +1,44 @@
+"""`retain serve`: the HTTP service under uvicorn (uvloop, httptools), several worker processes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from serving.cli.common import console
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; loopback by default (put a proxy in front).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each loads the models and caches).")
+    ] = 2,
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")
+    ] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the API: churn scores, offers, at-risk lists, KPIs, ingestion (see docs/api.md)."""
+    import uvicorn
+
+    console.print(f"Retain API on http://{host}:{port} with {workers} worker(s); docs at /docs")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,404 @@
+"""Online features from the store, with a per-customer cache that stays exact.
+
+Computing `CHURN_FEATURES_V1` for one customer with DuckDB costs ~150 ms, far over a scoring
+budget of a few milliseconds, so features are cached per customer. A cached row is always the
+offline definition evaluated at its own `as_of` (the time it was computed, returned with every
+score), and it is served only while:
+
+- the customer's data is unchanged: one indexed query per request reads the customer's row and
+  event count (events are append-only, so any ingest changes the count), so an event ingested
+  through *any* worker process invalidates the row for every worker;
+- it is younger than `feature_max_age_seconds` (windowed features drift with the clock).
+
+Otherwise the row is recomputed from the store as of now. A background job recomputes every
+customer in chunks every `feature_refresh_seconds`, so requests rarely pay for a miss.
+
+Data read for a row is bracketed by two signature reads; a row whose data changed in between is
+served but not cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pandas as pd
+import sqlalchemy as sa
+
+from features.contract import EVENT_COLUMNS
+from features.definitions import CHURN_FEATURES_V1
+from features.engine import DuckDBEngine, build_features
+from features.panel import online_features
+from serving.store import _EVENT_DTYPES, Store, _frame, customers, decisions, events
+
+log = logging.getLogger("retain.serving.online")
+
+CHUNK: Final = 2_000  # customers per bulk read and per DuckDB run
+_IN_CHUNK: Final = 5_000
+
+# (events stored for the customer, the customer's stored row): any ingest or upsert changes it.
+Signature = tuple[int, tuple[Any, ...]]
+
+
+def utc_now() -> pd.Timestamp:
+    """Now as naive UTC to the microsecond, the form of event timestamps and cutoffs."""
+    return pd.Timestamp.now("UTC").tz_convert(None).floor("us").as_unit("us")
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- store reads ---------------------------------------------------------------------------
+
+
+def _signature_query() -> sa.Select[Any]:
+    count = (
+        sa.select(sa.func.count())
+        .select_from(events)
+        .where(events.c.customer_id == customers.c.customer_id)
+        .scalar_subquery()
+    )
+    return sa.select(customers, count.label("n_events"))
+
+
+_SIGNATURE_QUERY: Final = _signature_query()
+
+
+def signatures(store: Store, ids: Sequence[str]) -> dict[str, Signature]:
+    """The signature of each known customer among `ids` (unknown ids are left out)."""
+    out: dict[str, Signature] = {}
+    with store.engine.connect() as conn:
+        if len(ids) == 1:
+            query = _SIGNATURE_QUERY.where(customers.c.customer_id == ids[0])
+            rows = list(conn.execute(query))
+        else:
+            rows = [
+                row
+                for chunk in _chunks(list(dict.fromkeys(ids)), _IN_CHUNK)
+                for row in conn.execute(_SIGNATURE_QUERY.where(customers.c.customer_id.in_(chunk)))
+            ]
+    for row in rows:
+        values = tuple(row)
+        out[str(values[0])] = (int(values[-1]), values[:-1])
+    return out
+
+
+def all_customer_ids(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        query = sa.select(customers.c.customer_id).order_by(customers.c.customer_id)
+        return [str(i) for i in conn.execute(query).scalars()]
+
+
+def events_frame(
+    store: Store, ids: Sequence[str] | None = None, columns: Sequence[str] = EVENT_COLUMNS
+) -> pd.DataFrame:
+    """Events of many customers (all when `ids` is None), typed exactly as `Store.events_of`."""
+    selected = [events.c[name] for name in columns]
+    order = (events.c.customer_id, events.c.timestamp, events.c.event_id)
+    rows: list[tuple[Any, ...]] = []
+    with store.engine.connect() as conn:
+        if ids is None:
+            rows = [tuple(r) for r in conn.execute(sa.select(*selected).order_by(*order))]
+        else:
+            for chunk in _chunks(list(dict.fromkeys(ids)), _IN_CHUNK):
+                query = sa.select(*selected).where(events.c.customer_id.in_(chunk)).order_by(*order)
+                rows.extend(tuple(r) for r in conn.execute(query))
+    return _frame(rows, {name: _EVENT_DTYPES[name] for name in columns})
+
+
+def recent_contacts(
+    store: Store, customer_id: str, offer_ids: Iterable[str], since: pd.Timestamp
+) -> dict[str, int]:
+    """`Store.recent_offer_count` for several offers in one round trip (same counting rule:
+    decisions that chose the offer plus `offer_sent` events naming it, at or after `since`)."""
+    wanted = list(offer_ids)
+    if not wanted:
+        return {}
+    start = since.ceil("us").to_pydatetime()
+    decided = sa.select(decisions.c.offer_id.label("offer_id")).where(
+        decisions.c.customer_id == customer_id,
+        decisions.c.offer_id.in_(wanted),
+        decisions.c.created_at >= start,
+    )
+    sent = sa.select(events.c.offer_id.label("offer_id")).where(
+        events.c.customer_id == customer_id,
+        events.c.event_type == "offer_sent",
+        events.c.offer_id.in_(wanted),
+        events.c.timestamp >= start,
+    )
+    both = sa.union_all(decided, sent).subquery()
+    query = sa.select(both.c.offer_id, sa.func.count()).group_by(both.c.offer_id)
+    with store.engine.connect() as conn:
+        counted = {str(offer): int(n) for offer, n in conn.execute(query)}
+    return {offer: counted.get(offer, 0) for offer in wanted}
+
+
+def recent_contacts_frame(
+    store: Store, offer_ids: Iterable[str], start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    """Contacts per customer (rows) and offer (columns) in [start, end), for batch caps."""
+    wanted = list(offer_ids)
+    lower, upper = start.ceil("us").to_pydatetime(), end.ceil("us").to_pydatetime()
+    decided = sa.select(
+        decisions.c.customer_id.label("customer_id"), decisions.c.offer_id.label("offer_id")
+    ).where(
+        decisions.c.offer_id.in_(wanted),
+        decisions.c.created_at >= lower,
+        decisions.c.created_at < upper,
+    )
+    sent = sa.select(
+        events.c.customer_id.label("customer_id"), events.c.offer_id.label("offer_id")
+    ).where(
+        events.c.event_type == "offer_sent",
+        events.c.offer_id.in_(wanted),
+        events.c.timestamp >= lower,
+        events.c.timestamp < upper,
+    )
+    both = sa.union_all(decided, sent).subquery()
+    query = sa.select(both.c.customer_id, both.c.offer_id, sa.func.count()).group_by(
+        both.c.customer_id, both.c.offer_id
+    )
+    with store.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(query)]
+    frame = pd.DataFrame(rows, columns=["customer_id", "offer_id", "n"])
+    table = frame.pivot_table(
+        index="customer_id", columns="offer_id", values="n", aggfunc="sum", fill_value=0
+    )
+    return table.reindex(columns=wanted, fill_value=0)
+
+
+# --- cached feature rows -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class FeatureBlock:
+    """Features of some customers at one `as_of`, and what models derived from them.
+
+    `memo` holds per model-set results (see `serving.scoring.block_scores`); it is keyed by the
+    set's generation so that a model swap never serves results of the previous models.
+    """
+
+    as_of: pd.Timestamp
+    features: pd.DataFrame  # build_features output, RangeIndex, one row per customer
+    customers: pd.DataFrame  # the customers' contract rows, same order
+    computed_at: float = field(default_factory=time.monotonic)
+    memo: dict[int, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One customer's cached row: `block.features.iloc[row]`."""
+
+    customer_id: str
+    block: FeatureBlock
+    row: int
+    signature: Signature
+
+    @property
+    def as_of(self) -> pd.Timestamp:
+        return self.block.as_of
+
+
+@dataclass
+class WarmStatus:
+    running: bool = False
+    customers_done: int = 0
+    customers_total: int = 0
+    rounds_completed: int = 0
+    last_completed_at: pd.Timestamp | None = None
+    reasons_done: int = 0
+
+
+class FeatureCache:
+    """Per-process cache of online feature rows (see the module docstring).
+
+    Args:
+        store: The online store.
+        max_age_seconds: Oldest row served (when the customer's data is unchanged).
+        engine: DuckDB engine for feature runs (one thread by default: serving shares the cores).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_age_seconds: float,
+        engine: DuckDBEngine | None = None,
+    ) -> None:
+        self.store = store
+        self.max_age_seconds = max_age_seconds
+        self.engine = engine or DuckDBEngine(threads=1, plan="by_cutoff")
+        self._entries: dict[str, Entry] = {}
+        self.status = WarmStatus()
+        self._stop = threading.Event()
+        self._warmer: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self, ids: Sequence[str]) -> dict[str, Entry | None]:
+        """A current entry for each id (None for a customer the store does not hold)."""
+        found = signatures(self.store, ids)
+        out: dict[str, Entry | None] = {}
+        stale: list[str] = []
+        clock = time.monotonic()
+        for customer_id in ids:
+            signature = found.get(customer_id)
+            if signature is None:
+                out[customer_id] = None
+                continue
+            entry = self._entries.get(customer_id)
+            if (
+                entry is not None
+                and entry.signature == signature
+                and clock - entry.block.computed_at < self.max_age_seconds
+            ):
+                out[customer_id] = entry
+            else:
+                stale.append(customer_id)
+        if stale:
+            out.update(self.compute(list(dict.fromkeys(stale)), found))
+        return out
+
+    def entry(self, customer_id: str) -> Entry | None:
+        return self.entries([customer_id])[customer_id]
+
+    def compute(
+        self, ids: Sequence[str], before: dict[str, Signature] | None = None
+    ) -> dict[str, Entry]:
+        """Compute the rows of `ids` from the store as of now, and cache the consistent ones."""
+        if before is None:
+            before = signatures(self.store, ids)
+        ids = [i for i in ids if i in before]
+        if not ids:
+            return {}
+        if len(ids) == 1:
+            event_rows = self.store.events_of(ids[0])
+            customer_rows = self.store.customers_frame(ids)
+            as_of = utc_now()
+            features = online_features(event_rows, customer_rows, as_of, engine=self.engine)
+        else:
+            event_rows = events_frame(self.store, ids)
+            customer_rows = self.store.customers_frame(ids)
+            as_of = utc_now()
+            entities = pd.DataFrame({"customer_id": customer_rows["customer_id"], "cutoff": as_of})
+            features = build_features(event_rows, customer_rows, entities, engine=self.engine)
+        after = signatures(self.store, ids)
+        block = FeatureBlock(
+            as_of=as_of,
+            features=features.reset_index(drop=True),
+            customers=customer_rows.reset_index(drop=True),
+        )
+        out: dict[str, Entry] = {}
+        for row, customer_id in enumerate(block.features["customer_id"].tolist()):
+            signature = after.get(customer_id)
+            if signature is None:
+                continue
+            entry = Entry(customer_id, block, row, signature)
+            out[customer_id] = entry
+            if before.get(customer_id) == signature:
+                self._entries[customer_id] = entry
+        return out
+
+    def blocks(self) -> list[FeatureBlock]:
+        """The distinct blocks the cache currently refers to."""
+        seen: dict[int, FeatureBlock] = {}
+        for entry in list(self._entries.values()):
+            seen.setdefault(id(entry.block), entry.block)
+        return list(seen.values())
+
+    def clear(self) -> None:
+        self._entries = {}
+
+    # --- background refresh ----------------------------------------------------------------
+
+    def warm(
+        self,
+        *,
+        chunk: int = CHUNK,
+        after_block: Callable[[FeatureBlock], None] | None = None,
+        after_round: Callable[[], None] | None = None,
+    ) -> None:
+        """Recompute every customer's row, chunk by chunk (stops early when asked to)."""
+        ids = all_customer_ids(self.store)
+        self.status.running = True
+        self.status.customers_total = len(ids)
+        self.status.customers_done = 0
+        try:
+            for part in _chunks(ids, chunk):
+                if self._stop.is_set():
+                    return
+                computed = self.compute(list(part))
+                self.status.customers_done += len(part)
+                if after_block is not None and computed:
+                    after_block(next(iter(computed.values())).block)
+            self.status.rounds_completed += 1
+            self.status.last_completed_at = utc_now()
+            if after_round is not None:
+                after_round()
+        finally:
+            self.status.running = False
+
+    def start_warming(
+        self,
+        refresh_seconds: float,
+        *,
+        after_block: Callable[[FeatureBlock], None] | None = None,
+        after_round: Callable[[], None] | None = None,
+    ) -> None:
+        """Warm now, then every `refresh_seconds`, in a daemon thread (0: never)."""
+        if refresh_seconds <= 0 or self._warmer is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.warm(after_block=after_block, after_round=after_round)
+                except Exception:
+                    log.exception("feature warm-up failed; will retry")
+                wait = max(1.0, refresh_seconds - (time.monotonic() - started))
+                if self._stop.wait(wait):
+                    return
+
+        self._warmer = threading.Thread(target=run, name="retain-feature-warm", daemon=True)
+        self._warmer.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._warmer is not None:
+            self._warmer.join(timeout=30)
+            self._warmer = None
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """The feature columns of a `build_features` frame (its keys left out)."""
+    return [c for c in frame.columns if c not in ("customer_id", "cutoff")]
+
+
+__all__ = [
+    "CHURN_FEATURES_V1",
+    "Entry",
+    "FeatureBlock",
+    "FeatureCache",
+    "all_customer_ids",
+    "events_frame",
+    "recent_contacts",
+    "recent_contacts_frame",
+    "signatures",
+    "utc_now",
+]

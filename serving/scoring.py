@@ -1,0 +1,760 @@
+"""Scoring and offers: features -> calibrated risk, band, reasons, CLV; next best offer.
+
+Two layers:
+
+- **Frame functions** (`calibrated_risk`, `reason_lists`, `predict_clv`, `offer_values`,
+  `profiles`, `score_customers`): vectorised, pure, shared by the online service and the batch
+  run (`retain score`), so both score the same way. They call the LightGBM boosters directly
+  (`num_threads` chosen by the caller: 1 when serving) and never the pyfunc.
+- **`ScoringService`**: what the routes call. It takes the customer's cached feature row (see
+  `serving.online`), scores it with the current `ModelSet`, applies the offer rules and logs
+  decisions.
+
+Per cached block of feature rows and per model set, the expensive, deterministic parts are
+memoised (`BlockScores`): the encoded matrices, CLV, the next-offer value of every action and the
+static eligibility. Reason codes (TreeSHAP, ~3 ms a row) are computed per row on first use, and
+in the background for every row. The churn risk itself is one booster call per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from features.contract import DEFAULT_LANGUAGE, NO_OFFER
+from features.definitions import CHURN_FEATURES_V1
+from features.offers import Offer
+from features.settings import Settings
+from serving.models import CHURN, CLV, NEXT_OFFER, ModelHolder, ModelSet
+from serving.online import (
+    Entry,
+    FeatureBlock,
+    FeatureCache,
+    events_frame,
+    recent_contacts,
+    utc_now,
+)
+from serving.schemas import (
+    AtRiskItem,
+    AtRiskPage,
+    ChurnBatchOut,
+    ChurnScore,
+    KpiRow,
+    Kpis,
+    OfferAction,
+    Recommendation,
+    RecommendIn,
+    RiskBand,
+)
+from serving.store import Store
+from training.encoding import BIAS
+from training.policy import best_actions, eligibility, exploration_probabilities, explore
+from training.reasons import reason_codes
+
+log = logging.getLogger("retain.serving.scoring")
+
+TOP_REASONS: Final = 3
+CONTACT_WINDOW_DAYS: Final = 30  # the catalog's `max_per_customer_30d`
+SCORES_DIR: Final = "scores"
+LATEST: Final = "latest"
+SCORE_COLUMNS: Final = (
+    "customer_id",
+    "segment",
+    "language",
+    "risk",
+    "band",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "clv",
+    "best_action",
+    "best_action_value",
+)
+
+
+# --- errors the routes turn into problems ---------------------------------------------------
+
+
+class ScoringError(Exception):
+    """An error with an HTTP status and a clear detail."""
+
+    status = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UnknownCustomer(ScoringError):
+    status = 404
+
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"no customer {customer_id[:64]!r}")
+
+
+class ModelUnavailable(ScoringError):
+    status = 503
+
+
+class NoScores(ScoringError):
+    status = 503
+
+
+class TooMany(ScoringError):
+    status = 413
+
+
+# --- frame functions (online and batch) -----------------------------------------------------
+
+
+def risk_bands(risk: np.ndarray, *, medium: float, high: float) -> np.ndarray:
+    """Risk band of each row: low below `medium`, high from `high`, medium between."""
+    return np.where(risk >= high, "high", np.where(risk >= medium, "medium", "low"))
+
+
+def risk_band(risk: float, *, medium: float, high: float) -> RiskBand:
+    if risk >= high:
+        return "high"
+    return "medium" if risk >= medium else "low"
+
+
+def calibrated_risk(model: Any, X: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """P(churn) of encoded rows: the booster's raw probability through the calibrator."""
+    raw = model.booster_.predict(X, num_threads=threads)
+    return np.asarray(model.calibrator_.predict(np.asarray(raw, dtype=float)), dtype=float)
+
+
+def reason_lists(
+    model: Any,
+    X: np.ndarray,
+    features: pd.DataFrame,
+    *,
+    top_k: int = TOP_REASONS,
+    threads: int = 1,
+) -> list[list[str]]:
+    """Reason phrases per row: the top-k features pushing its risk up (TreeSHAP)."""
+    if len(X) == 0:
+        return []
+    contributions = model.booster_.predict(X, pred_contrib=True, num_threads=threads)
+    frame = pd.DataFrame(
+        np.asarray(contributions), columns=[*model.feature_names_in_, BIAS]
+    ).set_axis(pd.RangeIndex(len(X)), axis=0)
+    codes = reason_codes(frame, features.reset_index(drop=True), top_k=top_k)
+    phrases = codes[[f"reason_{j + 1}" for j in range(top_k)]].to_numpy(dtype=object)
+    return [[p for p in row if isinstance(p, str)] for row in phrases]
+
+
+def predict_clv(model: Any, X: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """Predicted revenue over the next 365 days of encoded rows."""
+    return np.asarray(model.booster_.predict(X, num_threads=threads), dtype=float)
+
+
+def profiles(customers: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The offer rules' inputs per customer (indexed by customer_id), tenure at `as_of`."""
+    columns = ["segment", "country", "language", "loyalty_member", "marketing_consent"]
+    out = customers[columns].copy()
+    signup = pd.to_datetime(customers["signup_date"]).to_numpy()
+    out["tenure_days"] = (np.datetime64(as_of.to_datetime64()) - signup) / np.timedelta64(1, "D")
+    out.index = pd.Index(customers["customer_id"].astype(str).to_numpy(), name="customer_id")
+    return out
+
+
+def offer_values(
+    model: Any, features: pd.DataFrame, clv: np.ndarray, offers: list[Offer]
+) -> pd.DataFrame:
+    """Expected net value of each action (`none` = 0) per row: `NextOfferModel.values` with
+    CLV floored at 0, as in training."""
+    frame = features.reset_index(drop=True)
+    value = pd.Series(np.clip(clv, 0.0, None), index=frame.index)
+    return model.values(frame, value, offers)
+
+
+def _under_caps(offers: list[Offer], actions: Sequence[str], counts: dict[str, int]) -> np.ndarray:
+    # The contact-cap rule of `training.policy.eligibility`, for one customer's live counts.
+    catalog = {offer.offer_id: offer for offer in offers}
+    allowed = np.ones(len(actions), dtype=bool)
+    for j, action in enumerate(actions):
+        offer = catalog.get(action)
+        if offer is not None and offer.max_per_customer_30d is not None:
+            allowed[j] = counts.get(action, 0) < offer.max_per_customer_30d
+    return allowed
+
+
+def score_customers(
+    features: pd.DataFrame,
+    customers: pd.DataFrame,
+    models: ModelSet,
+    offers: list[Offer],
+    *,
+    as_of: pd.Timestamp,
+    medium: float,
+    high: float,
+    recent: pd.DataFrame | None = None,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Batch scores: risk, band, reasons, CLV and the best eligible action of each row.
+
+    Args:
+        features: `build_features` rows (customer_id, cutoff, features).
+        customers: The contract rows of the same customers (any order).
+        models: Churn model required; CLV and next-offer optional (columns left empty).
+        offers: The catalog (for the best action).
+        as_of: Scoring time (tenure for the rules).
+        medium, high: Risk band thresholds.
+        recent: Contacts per customer and offer in the 30 days before `as_of` (contact caps).
+        threads: LightGBM threads.
+
+    Returns:
+        One row per feature row, columns `SCORE_COLUMNS`.
+    """
+    churn = models.churn
+    if churn is None:
+        raise ModelUnavailable(f"no {CHURN} model: {models.errors.get(CHURN, 'not loaded')}")
+    frame = features.reset_index(drop=True)
+    X = churn.model.encode(frame)
+    risk = calibrated_risk(churn.model, X, threads=threads)
+    reasons = reason_lists(churn.model, X, frame, threads=threads)
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str).to_numpy()})
+    info = customers.set_index("customer_id").reindex(out["customer_id"])
+    out["segment"] = info["segment"].to_numpy()
+    out["language"] = info["language"].to_numpy()
+    out["risk"] = risk
+    out["band"] = risk_bands(risk, medium=medium, high=high)
+    for j in range(TOP_REASONS):
+        out[f"reason_{j + 1}"] = [r[j] if len(r) > j else None for r in reasons]
+    out["clv"] = np.nan
+    out["best_action"] = None
+    out["best_action_value"] = np.nan
+    if models.clv is not None:
+        clv = predict_clv(models.clv.model, models.clv.model.encode(frame), threads=threads)
+        out["clv"] = clv
+        if models.next_offer is not None and offers:
+            values = offer_values(models.next_offer.model, frame, clv, offers)
+            rules = eligibility(profiles(info.reset_index(), as_of), offers, recent)
+            rules = rules.reset_index(drop=True)
+            best = best_actions(values, rules)
+            column = values.columns.get_indexer(pd.Index(best))
+            out["best_action"] = best.to_numpy()
+            out["best_action_value"] = values.to_numpy()[np.arange(len(values)), column]
+    return out[list(SCORE_COLUMNS)]
+
+
+# --- per block memo ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class BlockScores:
+    """What one model set derives from one feature block (see the module docstring)."""
+
+    generation: int
+    churn_X: np.ndarray | None = None
+    clv: np.ndarray | None = None
+    profiles: pd.DataFrame | None = None
+    languages: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    values: np.ndarray | None = None
+    eligible: np.ndarray | None = None
+    reasons: list[list[str] | None] = field(default_factory=list)
+    offers_ready: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def block_scores(block: FeatureBlock, models: ModelSet) -> BlockScores:
+    """The memo of `block` for `models`, created with its cheap parts on first use."""
+    memo = block.memo.get(models.generation)
+    if memo is not None:
+        return memo
+    with block.lock:
+        memo = block.memo.get(models.generation)
+        if memo is not None:
+            return memo
+        scores = BlockScores(generation=models.generation, reasons=[None] * len(block))
+        if models.churn is not None:
+            scores.churn_X = models.churn.model.encode(block.features)
+        if models.clv is not None:
+            scores.clv = predict_clv(models.clv.model, models.clv.model.encode(block.features))
+        scores.profiles = profiles(block.customers, block.as_of)
+        languages = block.customers["language"].astype(object).to_numpy()
+        scores.languages = [
+            str(lang) if isinstance(lang, str) and lang else DEFAULT_LANGUAGE for lang in languages
+        ]
+        for stale in [g for g in block.memo if g < models.generation - 1]:
+            del block.memo[stale]
+        block.memo[models.generation] = scores
+        return scores
+
+
+def ensure_offer_values(
+    block: FeatureBlock, scores: BlockScores, models: ModelSet, offers: list[Offer]
+) -> None:
+    """Next-offer values and static eligibility of every row of the block (once)."""
+    if scores.offers_ready:
+        return
+    nbo, clv = models.next_offer, models.clv
+    if nbo is None or clv is None or scores.clv is None or scores.profiles is None:
+        return
+    with scores.lock:
+        if scores.offers_ready:
+            return
+        values = offer_values(nbo.model, block.features, scores.clv, offers)
+        rules = eligibility(scores.profiles, offers)
+        actions = [str(c) for c in values.columns]
+        scores.eligible = rules[actions].to_numpy(dtype=bool)
+        scores.values = values.to_numpy(dtype=float)
+        scores.actions = actions
+        scores.offers_ready = True
+
+
+def ensure_reasons(
+    block: FeatureBlock, scores: BlockScores, models: ModelSet, rows: Sequence[int]
+) -> None:
+    """Reason phrases of `rows` (those not computed yet)."""
+    churn = models.churn
+    if churn is None or scores.churn_X is None:
+        return
+    todo = [r for r in rows if scores.reasons[r] is None]
+    if not todo:
+        return
+    phrases = reason_lists(churn.model, scores.churn_X[todo], block.features.iloc[todo])
+    for row, found in zip(todo, phrases, strict=True):
+        scores.reasons[row] = found
+
+
+# --- batch runs on disk (`retain score`) ---------------------------------------------------
+
+
+def scores_root(settings: Settings) -> Path:
+    return settings.data_dir / SCORES_DIR
+
+
+def latest_run(settings: Settings) -> Path | None:
+    """The directory of the latest batch scoring run, from the `latest` pointer."""
+    pointer = scores_root(settings) / LATEST
+    try:
+        name = pointer.read_text().strip()
+    except OSError:
+        return None
+    run = scores_root(settings) / name
+    return run if (run / "scores.parquet").exists() else None
+
+
+class AtRiskSource:
+    """The latest batch scores, re-read when the pointer or the file changes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loaded: tuple[Path, float, pd.DataFrame, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    def frame(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        run = latest_run(self.settings)
+        if run is None:
+            raise NoScores(
+                "no batch scoring run yet: run `retain score --as-of DATE` "
+                f"(scores go to {scores_root(self.settings)})"
+            )
+        path = run / "scores.parquet"
+        mtime = path.stat().st_mtime
+        loaded = self._loaded
+        if loaded is not None and loaded[0] == path and loaded[1] == mtime:
+            return loaded[2], loaded[3]
+        with self._lock:
+            frame = pd.read_parquet(path).sort_values(
+                ["risk", "customer_id"], ascending=[False, True], kind="stable"
+            )
+            summary_path = run / "summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+            summary.setdefault("as_of", run.name)
+            self._loaded = (path, mtime, frame.reset_index(drop=True), summary)
+            return self._loaded[2], self._loaded[3]
+
+
+def _none_if_nan(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def at_risk_items(frame: pd.DataFrame) -> list[AtRiskItem]:
+    items = []
+    for record in frame.to_dict("records"):
+        reasons = [record.get(f"reason_{j + 1}") for j in range(TOP_REASONS)]
+        items.append(
+            AtRiskItem(
+                customer_id=str(record["customer_id"]),
+                segment=_none_if_nan(record.get("segment")),
+                risk=float(record["risk"]),
+                band=record["band"],
+                reasons=[r for r in reasons if isinstance(r, str)],
+                clv=_none_if_nan(record.get("clv")),
+                best_action=_none_if_nan(record.get("best_action")),
+                best_action_value=_none_if_nan(record.get("best_action_value")),
+            )
+        )
+    return items
+
+
+# --- KPIs --------------------------------------------------------------------------------------
+
+
+class KpiCache:
+    """`training.kpis.kpis` over the whole store, recomputed at most every `ttl_seconds`."""
+
+    def __init__(self, store: Store, *, ttl_seconds: float, horizon_days: int) -> None:
+        self.store = store
+        self.ttl_seconds = ttl_seconds
+        self.horizon_days = horizon_days
+        self._value: tuple[float, pd.Timestamp, pd.DataFrame] | None = None
+        self._lock = threading.Lock()
+
+    def table(self) -> tuple[pd.Timestamp, pd.DataFrame]:
+        value = self._value
+        if value is not None and time.monotonic() - value[0] < self.ttl_seconds:
+            return value[1], value[2]
+        with self._lock:  # one computation at a time; the others wait and reuse it
+            value = self._value
+            if value is not None and time.monotonic() - value[0] < self.ttl_seconds:
+                return value[1], value[2]
+            from training.kpis import kpis
+
+            customers = self.store.customers_frame()
+            columns = ("customer_id", "timestamp", "event_type", "amount", "score")
+            events = events_frame(self.store, None, columns)
+            table = kpis(customers, events, horizon_days=self.horizon_days)
+            self._value = (time.monotonic(), utc_now(), table)
+            return self._value[1], table
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+class ScoringService:
+    """What the scoring and offer routes call; one per process, built in the app's lifespan."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        models: ModelHolder,
+        cache: FeatureCache,
+        offers: list[Offer],
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.cache = cache
+        self.offers = offers
+        self.settings = settings
+        self.at_risk_source = AtRiskSource(settings)
+        self.kpi_cache = KpiCache(
+            store,
+            ttl_seconds=settings.kpi_cache_seconds,
+            horizon_days=settings.churn_horizon_days,
+        )
+        self._catalog = {offer.offer_id: offer for offer in offers}
+        self._reasons_thread: threading.Thread | None = None
+
+    # --- churn ---------------------------------------------------------------------------------
+
+    def churn(self, customer_id: str) -> ChurnScore:
+        """Risk, band, reasons and CLV of one customer, from features as of now."""
+        models = self.models.current
+        self._require_churn(models)
+        entry = self.cache.entry(customer_id)
+        if entry is None:
+            raise UnknownCustomer(customer_id)
+        return self._churn_score(entry, models)
+
+    def churn_many(self, customer_ids: Sequence[str]) -> ChurnBatchOut:
+        """Scores of many customers; unknown ids are listed, not failed on."""
+        if len(customer_ids) > self.settings.max_batch_customers:
+            raise TooMany(f"at most {self.settings.max_batch_customers} customers per request")
+        models = self.models.current
+        self._require_churn(models)
+        ids = list(dict.fromkeys(customer_ids))
+        entries = self.cache.entries(ids)
+        known = [e for e in entries.values() if e is not None]
+        by_block: dict[int, list[Entry]] = {}
+        for entry in known:
+            by_block.setdefault(id(entry.block), []).append(entry)
+        for group in by_block.values():
+            scores = block_scores(group[0].block, models)
+            ensure_reasons(group[0].block, scores, models, [e.row for e in group])
+        return ChurnBatchOut(
+            scores=[self._churn_score(e, models) for e in known],
+            unknown=[i for i, e in entries.items() if e is None],
+        )
+
+    def _require_churn(self, models: ModelSet) -> None:
+        if models.churn is None:
+            why = models.errors.get(CHURN, "not loaded")
+            raise ModelUnavailable(f"no {CHURN} model is loaded ({why}); see GET /readyz")
+
+    def _churn_score(self, entry: Entry, models: ModelSet) -> ChurnScore:
+        churn = models.churn
+        assert churn is not None
+        scores = block_scores(entry.block, models)
+        assert scores.churn_X is not None
+        row = entry.row
+        risk = float(calibrated_risk(churn.model, scores.churn_X[row : row + 1])[0])
+        ensure_reasons(entry.block, scores, models, [row])
+        s = self.settings
+        clv = models.clv
+        return ChurnScore(
+            customer_id=entry.customer_id,
+            risk=risk,
+            band=risk_band(risk, medium=s.risk_band_medium, high=s.risk_band_high),
+            reasons=scores.reasons[row] or [],
+            clv=float(scores.clv[row]) if scores.clv is not None else None,
+            as_of=entry.as_of.to_pydatetime(),
+            horizon_days=s.churn_horizon_days,
+            feature_set=CHURN_FEATURES_V1.id,
+            models={CHURN: str(churn.version), CLV: None if clv is None else str(clv.version)},
+        )
+
+    # --- offers --------------------------------------------------------------------------------
+
+    def recommend(self, request: RecommendIn) -> Recommendation:
+        """Top-k actions for a customer, one chosen epsilon-greedily and logged as a decision."""
+        models = self.models.current
+        nbo, clv = models.next_offer, models.clv
+        for name, model in ((NEXT_OFFER, nbo), (CLV, clv)):
+            if model is None:
+                why = models.errors.get(name, "not loaded")
+                raise ModelUnavailable(
+                    f"offers are unavailable: no {name} model is loaded ({why}); "
+                    "see GET /readyz, then POST /v1/admin/reload once it is registered"
+                )
+        assert nbo is not None and clv is not None
+        if not self.offers:
+            raise ModelUnavailable(
+                "offers are unavailable: no offers catalog is configured (RETAIN_OFFERS_PATH)"
+            )
+        if request.k > self.settings.max_recommendations:
+            raise TooMany(f"at most {self.settings.max_recommendations} actions per request")
+        entry = self.cache.entry(request.customer_id)
+        if entry is None:
+            raise UnknownCustomer(request.customer_id)
+        block, row = entry.block, entry.row
+        scores = block_scores(block, models)
+        ensure_offer_values(block, scores, models, self.offers)
+        assert scores.values is not None and scores.eligible is not None
+        actions = scores.actions
+        own_language = scores.languages[row]
+        language = request.context.language or own_language
+        if language != own_language and scores.profiles is not None:
+            profile = scores.profiles.iloc[[row]].assign(language=language)
+            allowed = eligibility(profile, self.offers)[actions].to_numpy(dtype=bool)[0]
+        else:
+            allowed = scores.eligible[row].copy()
+        now = utc_now()
+        capped = [a for a in actions if a in self._catalog]
+        counts = recent_contacts(
+            self.store, entry.customer_id, capped, now - pd.Timedelta(days=CONTACT_WINDOW_DAYS)
+        )
+        allowed &= _under_caps(self.offers, actions, counts)
+
+        index = pd.Index([entry.customer_id])
+        values = pd.DataFrame(scores.values[row : row + 1], index=index, columns=actions)
+        eligible = pd.DataFrame(allowed[None, :], index=index, columns=actions)
+        epsilon = self.settings.exploration_epsilon
+        chosen_series, propensity_series = explore(
+            values, eligible, epsilon=epsilon, rng=np.random.default_rng()
+        )
+        chosen, propensity = str(chosen_series.iloc[0]), float(propensity_series.iloc[0])
+        probability = exploration_probabilities(values, eligible, epsilon=epsilon).iloc[0]
+        value_of = dict(zip(actions, scores.values[row].tolist(), strict=True))
+        candidates = sorted(
+            (a for a, ok in zip(actions, allowed.tolist(), strict=True) if ok),
+            key=lambda a: (-value_of[a], a),
+        )
+        greedy = candidates[0] if candidates else NO_OFFER
+        versions = {
+            CHURN: None if models.churn is None else str(models.churn.version),
+            CLV: str(clv.version),
+            NEXT_OFFER: str(nbo.version),
+        }
+        context = {
+            "channel": request.context.channel,
+            "language": language,
+            "as_of": entry.as_of.isoformat(),
+            "epsilon": epsilon,
+            "explored": chosen != greedy,
+            "models": versions,
+            "feature_set": CHURN_FEATURES_V1.id,
+        }
+        logged = [
+            {"offer_id": a, "expected_value": value_of[a], "probability": float(probability[a])}
+            for a in candidates
+        ]
+        decision = self.store.record_decision(
+            customer_id=entry.customer_id,
+            offer_id=chosen,
+            model_version=f"{NEXT_OFFER}:{nbo.version}",
+            propensity=propensity,
+            expected_value=value_of[chosen],
+            context=context,
+            candidates=logged,
+            created_at=now,
+        )
+        shown = [chosen, *(a for a in candidates if a != chosen)][: request.k]
+        return Recommendation(
+            decision_id=decision.decision_id,
+            customer_id=entry.customer_id,
+            offer_id=chosen,
+            propensity=propensity,
+            explored=chosen != greedy,
+            language=language,
+            channel=request.context.channel,
+            actions=[self._action(a, value_of[a], float(probability[a]), language) for a in shown],
+            as_of=entry.as_of.to_pydatetime(),
+            feature_set=CHURN_FEATURES_V1.id,
+            models=versions,
+        )
+
+    def _action(self, action: str, value: float, probability: float, language: str) -> OfferAction:
+        offer = self._catalog.get(action)
+        return OfferAction(
+            offer_id=action,
+            kind=offer.kind if offer is not None else NO_OFFER,
+            expected_value=value,
+            probability=probability,
+            message=offer.message_for(language) if offer is not None else None,
+            marketing=offer.marketing if offer is not None else False,
+        )
+
+    # --- batch results and KPIs ----------------------------------------------------------------
+
+    def at_risk(
+        self, *, min_risk: float | None, segment: str | None, limit: int, offset: int
+    ) -> tuple[AtRiskPage, pd.DataFrame]:
+        """One page of the latest batch run's customers at or above `min_risk`."""
+        frame, summary = self.at_risk_source.frame()
+        threshold = self.settings.risk_band_high if min_risk is None else min_risk
+        chosen = frame[frame["risk"].to_numpy() >= threshold]
+        if segment is not None:
+            chosen = chosen[chosen["segment"].astype(object).to_numpy() == segment]
+        page = chosen.iloc[offset : offset + limit]
+        return (
+            AtRiskPage(
+                as_of=str(summary.get("as_of")),
+                min_risk=threshold,
+                segment=segment,
+                total=len(chosen),
+                limit=limit,
+                offset=offset,
+                models=summary.get("models", {}),
+                items=at_risk_items(page),
+            ),
+            page,
+        )
+
+    def kpis(self, *, dimension: str, metric: str | None, periods: int) -> Kpis:
+        """Business KPIs of the store's data (cached for `kpi_cache_seconds`)."""
+        computed_at, table = self.kpi_cache.table()
+        chosen = table[table["dimension"] == dimension]
+        if metric is not None:
+            chosen = chosen[chosen["metric"] == metric]
+        recent = sorted(chosen["period"].unique())[-periods:]
+        chosen = chosen[chosen["period"].isin(recent)]
+        rows = [
+            KpiRow(
+                period=pd.Timestamp(r["period"]).date(),
+                dimension=str(r["dimension"]),
+                group=str(r["group"]),
+                metric=str(r["metric"]),
+                value=None if math.isnan(r["value"]) else float(r["value"]),
+                n=int(r["n"]),
+            )
+            for r in chosen.to_dict("records")
+        ]
+        return Kpis(computed_at=computed_at.to_pydatetime(), rows=rows)
+
+    # --- warm-up and model swaps ---------------------------------------------------------------
+
+    def precompute(self, block: FeatureBlock, models: ModelSet | None = None) -> None:
+        """Everything but the reasons, for one block (background warm-up and model swaps)."""
+        models = models or self.models.current
+        scores = block_scores(block, models)
+        if self.offers:
+            ensure_offer_values(block, scores, models, self.offers)
+
+    def prepare(self, models: ModelSet) -> None:
+        """Before a swap: precompute the new set's scores of every cached block."""
+        for block in self.cache.blocks():
+            try:
+                self.precompute(block, models)
+            except Exception:
+                log.exception("precomputing a block for the new models failed")
+
+    def fill_reasons(self, batch: int = 256) -> None:
+        """Reason codes of every cached row, in batches (stops when the models change)."""
+        if not self.settings.feature_warm_reasons:
+            return
+        generation = self.models.current.generation
+        for block in self.cache.blocks():
+            models = self.models.current
+            if models.generation != generation or self.cache.stopping:
+                return
+            scores = block_scores(block, models)
+            missing = [r for r, found in enumerate(scores.reasons) if found is None]
+            for start in range(0, len(missing), batch):
+                if self.models.current.generation != generation or self.cache.stopping:
+                    return
+                ensure_reasons(block, scores, models, missing[start : start + batch])
+                self.cache.status.reasons_done += min(batch, len(missing) - start)
+
+    def fill_reasons_in_background(self) -> None:
+        if not self.settings.feature_warm_reasons:
+            return
+        thread = threading.Thread(target=self.fill_reasons, name="retain-reasons", daemon=True)
+        self._reasons_thread = thread
+        thread.start()
+
+
+def build_service(store: Store, offers: list[Offer], settings: Settings) -> ScoringService:
+    """The service with its model holder (registry by alias) and feature cache; call `start`."""
+    from serving.models import registry_loader, registry_probe
+
+    holder = ModelHolder(
+        registry_loader(settings.mlflow_tracking_uri),
+        alias=settings.model_alias,
+        probe=registry_probe(settings.mlflow_tracking_uri),
+    )
+    cache = FeatureCache(store, max_age_seconds=settings.feature_max_age_seconds)
+    return ScoringService(store=store, models=holder, cache=cache, offers=offers, settings=settings)
+
+
+def start_service(service: ScoringService, on_swap: Callable[[ModelSet], None]) -> None:
+    """Load the models, then start the background warm-up and alias polling (if configured)."""
+    holder, settings = service.models, service.settings
+
+    def swapped(models: ModelSet) -> None:
+        on_swap(models)
+        if service.cache.status.rounds_completed:
+            service.fill_reasons_in_background()
+
+    holder.prepare = service.prepare
+    holder.on_swap = swapped
+    holder.reload()
+    service.cache.start_warming(
+        settings.feature_refresh_seconds,
+        after_block=service.precompute,
+        after_round=service.fill_reasons,
+    )
+    holder.start_polling(settings.model_poll_seconds)
+
+
+def stop_service(service: ScoringService) -> None:
+    service.models.stop()
+    service.cache.stop()
