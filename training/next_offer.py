@@ -21,7 +21,7 @@ from features.offers import Offer
 from training.encoding import categorical_columns, encode_frame, learn_categories
 from training.offpolicy import PolicyValue, auuc, deterministic, policy_value, qini_curve, uniform
 from training.policy import best_actions, expected_costs, net_values
-from training.uplift import DRLearner, TLearner
+from training.uplift import DRLearner, SLearner, TLearner
 
 REDEEM_WINDOW_DAYS = 30
 
@@ -152,7 +152,7 @@ class NextOfferModel(BaseEstimator):  # type: ignore[misc]
         action = decisions["offer_id"].to_numpy(dtype=object)
         propensity = decisions["propensity"].to_numpy(dtype=float)
         outcome = outcomes["outcome"].to_numpy(dtype=float)
-        learner_class = {"dr": DRLearner, "t": TLearner}[self.learner]
+        learner_class = {"dr": DRLearner, "t": TLearner, "s": SLearner}[self.learner]
         self.uplift_ = learner_class(seed=self.seed, num_threads=self.num_threads)
         self.uplift_.fit(features, action, propensity, outcome)
         self.offers_ = list(self.uplift_.offers_)

@@ -3,10 +3,10 @@
 1. `logged_decisions` and `decision_outcomes` turn the `offer_sent` history into (decision,
    outcome) rows; features come from the feature engine as of each decision's time.
 2. Decisions are split by time, with an embargo so that no training outcome window reaches into
-   the test period. Two meta-learners (DR and T) are fitted on the earlier part.
+   the test period. Three meta-learners (DR, T and S) are fitted on the earlier part.
 3. On the later part: Qini / AUUC per offer and off-policy value (IPS and doubly robust) of the
    learned policy against the logging policy, random, the best single offer and no offers. The
-   learner with the higher doubly-robust value is registered as `next-offer`.
+   learner with the highest IPS value is registered as `next-offer`.
 4. With the demo world's ground truth, the chosen policy is also scored against the oracle.
 """
 
@@ -39,7 +39,7 @@ from training.policy import best_actions, eligibility
 from training.registry import RegisteredRun, log_training_run, serving_input_example
 
 MODEL_NAME = "next-offer"
-LEARNERS = ("dr", "t")
+LEARNERS = ("dr", "t", "s")
 Progress = Callable[[str], None]
 
 
@@ -189,7 +189,10 @@ def train_next_offer(
             offers,
             rules[test],
         )
-    chosen = max(LEARNERS, key=lambda name: reports[name].values["learned"].dr)
+    # Chosen by IPS, not DR: the direct-method part of DR uses each learner's own reward model,
+    # so a learner that overstates its effects also overstates its DR value. With exact logged
+    # propensities IPS is unbiased and judges every learner by the same yardstick.
+    chosen = max(LEARNERS, key=lambda name: reports[name].values["learned"].ips)
     model, report = models[chosen], reports[chosen]
 
     metrics: dict[str, float] = {}
@@ -277,7 +280,7 @@ def render_report(
     lines = [
         "# Next-offer policy",
         "",
-        f"Goal: `{goal.name}`. Learner chosen by doubly-robust policy value: **{chosen.upper()}**.",
+        f"Goal: `{goal.name}`. Learner chosen by IPS policy value: **{chosen.upper()}**.",
         "",
         "## Off-policy value per decision (held-out, 95% CI)",
         "",

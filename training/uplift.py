@@ -8,7 +8,12 @@ Two meta-learners over several treatments, both using the logged propensities:
 - `TLearner`: one outcome model per action, inverse-propensity weighted; the effect is the
   difference of predictions. Simple and a fair baseline.
 
-Both take a feature frame, the logged action (`none` = control), its propensity and an outcome,
+- `SLearner`: one inverse-propensity-weighted outcome model with the action as a categorical
+  feature; the effect is the prediction under each offer minus under `none`. Sharing the outcome
+  structure across actions makes it the most data-efficient where effects are small and live in
+  small groups (on the demo world it tracks the true effects best).
+
+All take a feature frame, the logged action (`none` = control), its propensity and an outcome,
 and predict a frame of effects with one column per offer.
 """
 
@@ -176,3 +181,46 @@ class DRLearner(_MetaLearner):
             {arm: model.predict(features) for arm, model in self.models_.items()},
             index=features.index,
         )
+
+
+class SLearner(_MetaLearner):
+    """One outcome model over features + action; effect = prediction(offer) − prediction(none)."""
+
+    def fit(
+        self,
+        features: pd.DataFrame,
+        action: np.ndarray,
+        propensity: np.ndarray,
+        outcome: np.ndarray,
+    ) -> SLearner:
+        action = np.asarray(action, dtype=object)
+        self.offers_ = self._offers(action)
+        self.arms_ = [NO_OFFER, *self.offers_]
+        rows = np.isin(action, self.arms_)
+        codes = pd.Categorical(action[rows], categories=self.arms_).codes
+        # Every tree sees every feature, so the action can meet the features it interacts with.
+        params = self._lgb_params() | {
+            "num_leaves": 15,
+            "min_child_samples": 100,
+            "n_estimators": 300,
+            "reg_lambda": 0.0,
+            "colsample_bytree": 1.0,
+        }
+        self.model_ = lgb.LGBMRegressor(**(DEFAULT_PARAMS | params), random_state=self.seed)
+        self.model_.fit(
+            features[rows].assign(action=codes),
+            np.asarray(outcome, dtype=float)[rows],
+            sample_weight=1.0 / np.asarray(propensity, dtype=float)[rows],
+            categorical_feature=["action"],
+        )
+        return self
+
+    def predict_effects(self, features: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self, "model_")
+        base = np.asarray(self.model_.predict(features.assign(action=0)))
+        effects = {
+            arm: np.asarray(self.model_.predict(features.assign(action=code))) - base
+            for code, arm in enumerate(self.arms_)
+            if arm != NO_OFFER
+        }
+        return pd.DataFrame(effects, index=features.index)

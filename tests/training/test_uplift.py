@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.uplift import DRLearner, TLearner
+from training.uplift import DRLearner, SLearner, TLearner
 
 ACTIONS = np.array(["none", "discount", "call"])
 
@@ -40,9 +40,14 @@ def logged_world(
 
 
 @pytest.mark.parametrize(
-    "learner", [DRLearner(seed=1, num_threads=1), TLearner(seed=1, num_threads=1)]
+    "learner",
+    [
+        DRLearner(seed=1, num_threads=1),
+        TLearner(seed=1, num_threads=1),
+        SLearner(seed=1, num_threads=1),
+    ],
 )
-def test_fit_learner_recovers_effect_signs(learner: DRLearner | TLearner) -> None:
+def test_fit_learner_recovers_effect_signs(learner: DRLearner | TLearner | SLearner) -> None:
     x, action, propensity, outcome, _ = logged_world(12_000, seed=0)
     learner.fit(x, action, propensity, outcome)
     test_x, *_, truth = logged_world(3_000, seed=1)
