@@ -4,7 +4,7 @@ Generates the demo world (100k customers, about 10M events, by default), writes 
 CSV, and times `load_directory` (read + validate every row) on each. Prints a table and writes
 bench/results/validate.json.
 
-    .venv/bin/python bench/validate.py --customers 100000
+    .venv/bin/python -m bench.validate --customers 100000
 """
 
 from __future__ import annotations
