@@ -343,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is kept)")
     parser.add_argument("--no-check", action="store_true", help="skip the equality check")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON summary path")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="JSON summary path (results of cases not run this time are kept)",
+    )
     args, rest = parser.parse_known_args(argv)
 
     if rest and rest[0] == "--_generate":
@@ -384,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             if check:
                 checks[f"{name}x{n_cutoffs}"] = check_equal(saved["engine"], saved["pandas"])
 
+    runs, checks = _merge_previous(args.out, runs, checks)
     summary = {
         "generated": pd.Timestamp.now("UTC").isoformat(timespec="seconds"),
         "machine": {
@@ -403,6 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     print_table(runs, summary["engine_vs_pandas"], checks)
     print(f"\nwrote {args.out}")
     return 0
+
+
+def _merge_previous(
+    path: Path, runs: list[dict[str, Any]], checks: dict[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Keep the earlier results of cases this run did not measure (e.g. the slow 1m case)."""
+    if not path.exists():
+        return runs, checks
+    previous = json.loads(path.read_text())
+    done = {(r["size"], r["cutoffs"], r["impl"]) for r in runs}
+    kept = [r for r in previous.get("runs", []) if (r["size"], r["cutoffs"], r["impl"]) not in done]
+    merged = sorted(kept + runs, key=lambda r: (SIZES[r["size"]].events, r["cutoffs"], r["impl"]))
+    return merged, previous.get("equality_checks", {}) | checks
 
 
 def _speedups(runs: list[dict[str, Any]]) -> dict[str, float]:

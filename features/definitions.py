@@ -149,10 +149,11 @@ class FeatureSet:
 def static_feature(column: str, kind: Literal["numeric", "categorical"]) -> Feature:
     """An extra static attribute of `customers` as a feature: numbers and booleans become
     float64, anything else a categorical string."""
+    quoted = '"' + column.replace('"', '""') + '"'
     if kind == "numeric":
-        return Feature(column, f'CAST("{column}" AS DOUBLE)', "float64", "static attribute")
+        return Feature(column, f"CAST({quoted} AS DOUBLE)", "float64", "static attribute")
     return Feature(
-        column, f'CAST("{column}" AS VARCHAR)', "str", "static attribute", categorical=True
+        column, f"CAST({quoted} AS VARCHAR)", "str", "static attribute", categorical=True
     )
 
 

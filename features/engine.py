@@ -23,9 +23,10 @@ import os
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import duckdb
@@ -139,8 +140,14 @@ def _aggregates(scan: Scan, cutoff: str | None = None) -> str:
     return ",\n        ".join(items)
 
 
+_SQL_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN"}
+
+
 def _select_outputs(spec: QuerySpec) -> str:
-    outputs = ",\n    ".join(f"{f.sql} AS {_quote(f.name)}" for f in spec.outputs)
+    # The same column type whatever the plan (a merged count is a HUGEINT sum in DuckDB).
+    outputs = ",\n    ".join(
+        f"CAST({f.sql} AS {_SQL_TYPES[f.dtype]}) AS {_quote(f.name)}" for f in spec.outputs
+    )
     return f"SELECT {ROW}, customer_id, cutoff,\n    {outputs}"
 
 
@@ -177,25 +184,39 @@ FROM (
 GROUP BY customer_id, segment"""
 
 
+def compile_merge(scan: Scan, segment: int) -> str:
+    """The running merge of an unbounded scan up to `segment`: segment 1 as it is, then the
+    previous merge combined with the next segment (each step reads one segment, not all)."""
+    names = ", ".join(_quote(a.name) for a in scan.aggregates)
+    this = f"SELECT customer_id, {names} FROM {partials_table(scan)} WHERE segment = {segment}"
+    if segment == 1:
+        return this
+    merged = ",\n        ".join(
+        f"{a.merge}({_quote(a.name)}) AS {_quote(a.name)}" for a in scan.aggregates
+    )
+    return (
+        f"SELECT customer_id,\n        {merged}\n"
+        f"FROM (\n    SELECT customer_id, {names} FROM {merged_table(scan, segment - 1)}\n"
+        f"    UNION ALL\n    {this}\n) AS both_\n"
+        "GROUP BY customer_id"
+    )
+
+
+def merged_table(scan: Scan, segment: int) -> str:
+    return f"{scan.name}__upto_{segment}"
+
+
 def compile_by_cutoff(spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None) -> str:
     """The query for the entities of one cutoff.
 
-    With `segment`, unbounded scans merge the partials tables' segments up to it (the tables
+    With `segment`, unbounded scans read their running merge up to it (`merged_table`, which
     must exist); without, they scan their source directly (the better plan for one cutoff).
     """
     literal = sql_timestamp(cutoff)
     ctes = []
     for scan in spec.scans:
         if is_segmented(scan) and segment is not None:
-            merged = ",\n        ".join(
-                f"{a.merge}({_quote(a.name)}) AS {_quote(a.name)}" for a in scan.aggregates
-            )
-            body = (
-                f"SELECT customer_id,\n        {merged}\n"
-                f"    FROM {partials_table(scan)}\n"
-                f"    WHERE segment <= {segment}\n"
-                f"    GROUP BY customer_id"
-            )
+            body = f"SELECT * FROM {merged_table(scan, segment)}"
         else:
             where = " AND ".join([*_bounds(scan, literal), f"({scan.where})"])
             body = (
@@ -312,6 +333,10 @@ class Session(Protocol):
 
     def create(self, name: str, sql: str, *, materialize: bool = False) -> None: ...
 
+    def drop(self, name: str) -> None:
+        """Forget a relation made by `create` (and free what it holds)."""
+        ...
+
     def fetch(self, sql: str) -> pa.Table: ...
 
 
@@ -356,7 +381,7 @@ class DuckDBSession:
                 )
             else:
                 select = f"SELECT * FROM read_parquet('{path}')"
-            self.con.execute(f"CREATE VIEW {name} AS {select}")
+            self.con.execute(f"CREATE TEMP VIEW {name} AS {select}")
         else:
             table = _arrow(data, _wanted_columns(name))
             if numbered:
@@ -372,6 +397,10 @@ class DuckDBSession:
     def create(self, name: str, sql: str, *, materialize: bool = False) -> None:
         kind = "TEMP TABLE" if materialize else "TEMP VIEW"
         self.con.execute(f"CREATE OR REPLACE {kind} {name} AS {sql}")
+
+    def drop(self, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        self.con.execute(f"DROP VIEW IF EXISTS {name}")
 
     def fetch(self, sql: str) -> pa.Table:
         return self.con.sql(sql).to_arrow_table()
@@ -401,6 +430,7 @@ class DuckDBEngine:
         self.default_plan = plan
         self.prefilter_max_customers = prefilter_max_customers
         self._database: duckdb.DuckDBPyConnection | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock = threading.Lock()
 
     def _parent(self) -> duckdb.DuckDBPyConnection:
@@ -415,7 +445,17 @@ class DuckDBEngine:
                 if self.memory_limit:
                     con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 self._database = con
+                # close it when the engine goes, or at exit before Python tears DuckDB down
+                self._finalizer = weakref.finalize(self, con.close)
             return self._database
+
+    def close(self) -> None:
+        """Close the engine's database (a later session opens a new one)."""
+        with self._lock:
+            if self._database is not None:
+                if self._finalizer is not None:
+                    self._finalizer()
+                self._database = None
 
     @contextmanager
     def session(self) -> Iterator[DuckDBSession]:
@@ -460,7 +500,7 @@ class SparkSessionRun:
         self.spark = spark
         self.prefix = f"retain_{uuid.uuid4().hex[:10]}_"
         self.names: dict[str, str] = {}
-        self.cached: list[SparkDataFrame] = []
+        self.cached: dict[str, SparkDataFrame] = {}
 
     def translate(self, sql: str) -> str:
         """DuckDB SQL -> Spark SQL, with our relations renamed to this run's temp views."""
@@ -504,14 +544,20 @@ class SparkSessionRun:
         frame = self.spark.sql(self.translate(sql))
         if materialize:
             frame = frame.cache()
-            self.cached.append(frame)
+            self.cached[name] = frame
         self._view(name, frame)
+
+    def drop(self, name: str) -> None:
+        if name in self.cached:
+            self.cached.pop(name).unpersist()
+        if name in self.names:
+            self.spark.catalog.dropTempView(self.names.pop(name))
 
     def fetch(self, sql: str) -> pa.Table:
         return self.spark.sql(self.translate(sql)).toArrow()
 
     def close(self) -> None:
-        for frame in self.cached:
+        for frame in self.cached.values():
             frame.unpersist()
         for view in self.names.values():
             self.spark.catalog.dropTempView(view)
@@ -595,6 +641,15 @@ def _entities_frame(entities: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+@dataclass
+class Result:
+    """Query results (Arrow tables, one per cutoff in the by_cutoff plan) and the spec."""
+
+    parts: list[pa.Table]
+    spec: QuerySpec
+    order: np.ndarray | None = None  # positions putting the rows back in entity order
+
+
 def run_spec(
     spec: QuerySpec,
     events: TableLike,
@@ -604,11 +659,10 @@ def run_spec(
     cutoffs: Sequence[pd.Timestamp] | None = None,
     engine: Engine | None = None,
     plan: Plan | None = None,
-) -> tuple[pa.Table, QuerySpec]:
+) -> Result:
     """Compute `spec` for the entities (or every customer at every cutoff).
 
-    Returns the raw result (with `_entity_row`, in entity order) and the spec with the extra
-    static attributes found in `customers`.
+    The result's spec includes the extra static attributes found in `customers`.
     """
     engine = engine if engine is not None else default_engine()
     if (entities is None) == (cutoffs is None):
@@ -640,35 +694,47 @@ def run_spec(
         for name, sql in spec.sources.items():
             session.create(name, sql)
         if not distinct:
-            return session.fetch(compile_join(spec) + " LIMIT 0"), spec
+            return Result([session.fetch(compile_join(spec) + " LIMIT 0")], spec)
         if chosen == "join":
-            return session.fetch(compile_join(spec)), spec
-        segmented = len(distinct) > 1
-        for scan in spec.scans:
-            if segmented and is_segmented(scan):
-                session.create(
-                    partials_table(scan), compile_partials(scan, distinct), materialize=True
-                )
-        parts = [
-            session.fetch(compile_by_cutoff(spec, cutoff, k if segmented else None))
-            for k, cutoff in enumerate(distinct, 1)
-        ]
-    result = pa.concat_tables(parts, promote_options="permissive")
-    if keys is not None and len(distinct) > 1:
-        result = result.sort_by(ROW)  # back to the entities' order
-    return result, spec
+            return Result([session.fetch(compile_join(spec))], spec)
+        parts = []
+        segmented = [s for s in spec.scans if is_segmented(s)] if len(distinct) > 1 else []
+        for scan in segmented:
+            session.create(partials_table(scan), compile_partials(scan, distinct), materialize=True)
+        for k, cutoff in enumerate(distinct, 1):
+            for scan in segmented:
+                session.create(merged_table(scan, k), compile_merge(scan, k), materialize=True)
+                if k > 1:
+                    session.drop(merged_table(scan, k - 1))
+            parts.append(session.fetch(compile_by_cutoff(spec, cutoff, k if segmented else None)))
+    order = None
+    if keys is not None and len(parts) > 1:  # back to the entities' order
+        rows = np.concatenate([p.column(ROW).to_numpy() for p in parts])
+        order = np.argsort(rows, kind="stable")
+    return Result(parts, spec, order)
 
 
 _DTYPES = {"int64": "int64", "float64": "float64", "str": "str", "bool": "bool"}
 
 
-def to_frame(result: pa.Table, spec: QuerySpec) -> pd.DataFrame:
-    """The result as pandas with stable dtypes: keys, then the outputs in order."""
-    columns = ["customer_id", "cutoff", *(f.name for f in spec.outputs)]
-    frame = result.select(columns).to_pandas(split_blocks=True, self_destruct=True)
+def to_frame(result: Result) -> pd.DataFrame:
+    """The result as pandas with stable dtypes: keys, then the outputs in order.
+
+    The Arrow buffers are released while converting (and columns are not consolidated into
+    2-D blocks), so a large panel is not held twice. Consumes `result`.
+    """
     dtypes = {"customer_id": "str", "cutoff": "datetime64[us]"}
-    dtypes |= {f.name: _DTYPES[f.dtype] for f in spec.outputs}
-    return frame.astype(dtypes).set_axis(pd.RangeIndex(len(frame)), axis=0)
+    dtypes |= {f.name: _DTYPES[f.dtype] for f in result.spec.outputs}
+    table = pa.concat_tables(result.parts, promote_options="permissive").select(list(dtypes))
+    result.parts = []
+    if result.order is not None:
+        table = table.take(pa.array(result.order))
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    for name, dtype in dtypes.items():
+        if frame[name].dtype != dtype:
+            frame[name] = frame[name].astype(dtype)
+    return frame
 
 
 def build_features(
@@ -697,10 +763,9 @@ def build_features(
         `feature_set.columns`, then extra static attributes. Counts are int64 (0 when nothing
         happened), other numbers float64 with NaN for "no data", categoricals `str`.
     """
-    result, spec = run_spec(
-        feature_set.spec(), events, customers, entities=entities, engine=engine, plan=plan
+    return to_frame(
+        run_spec(feature_set.spec(), events, customers, entities=entities, engine=engine, plan=plan)
     )
-    return to_frame(result, spec)
 
 
 def event_time_range(

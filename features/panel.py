@@ -14,7 +14,7 @@ Events exactly at T belong to neither side: features use `timestamp < T`, labels
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pandas as pd
@@ -30,7 +30,6 @@ from features.engine import (
     to_frame,
 )
 
-LABEL_COLUMNS = ("churned", "label_complete")
 _NEEDED = ("last_purchase_at", "last_cancellation_at")
 
 
@@ -156,12 +155,11 @@ def build_panel(
     base = feature_set.spec()
     spec = replace(
         base,
-        scans=(*base.scans, label_scan(horizon_days, clv_days)),
+        scans=(*_bounded_for_active(base.scans, horizon_days), label_scan(horizon_days, clv_days)),
         outputs=base.outputs + label_outputs(clv_days),
         row_filter=active_filter(horizon_days),
     )
-    result, spec = run_spec(spec, events, customers, cutoffs=stamps, engine=engine, plan=plan)
-    panel = to_frame(result, spec)
+    panel = to_frame(run_spec(spec, events, customers, cutoffs=stamps, engine=engine, plan=plan))
     # label columns last, after any extra static attributes
     label_names = [f.name for f in label_outputs(clv_days)]
     panel = panel[[c for c in panel.columns if c not in label_names] + label_names]
@@ -170,6 +168,26 @@ def build_panel(
     clv = f"clv_{clv_days}"
     panel[clv] = panel[clv].where(panel["clv_complete"])
     return panel
+
+
+_RECENT_WHEN_ACTIVE = {"last_event_at", "last_purchase_at"}
+
+
+def _bounded_for_active(scans: tuple[Scan, ...], horizon_days: int) -> tuple[Scan, ...]:
+    """Read the last H days instead of all history where that cannot change a panel row.
+
+    An active customer bought in [T - H, T), so their latest event and latest purchase lie in
+    that window; a scan holding only those two aggregates gives the same values for every row
+    the panel keeps, from far fewer rows (the all-history scan is the most expensive one).
+    """
+    return tuple(
+        replace(scan, window_days=horizon_days)
+        if scan.direction == "past"
+        and scan.window_days is None
+        and {a.name for a in scan.aggregates} <= _RECENT_WHEN_ACTIVE
+        else scan
+        for scan in scans
+    )
 
 
 def monthly_cutoffs(
@@ -227,13 +245,3 @@ def split_columns(panel: pd.DataFrame, clv_days: int = 365) -> tuple[list[str], 
     labels = ["churned", f"clv_{clv_days}", "label_complete", "clv_complete"]
     features = [c for c in panel.columns if c not in ("customer_id", "cutoff", *labels)]
     return features, labels
-
-
-__all__: Sequence[str] = (
-    "build_panel",
-    "monthly_cutoffs",
-    "online_features",
-    "split_columns",
-    "active_filter",
-    "label_scan",
-)

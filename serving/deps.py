@@ -12,20 +12,22 @@ from serving.scoring import ScoringService
 from serving.security import require
 from serving.store import Store
 
+# Async on purpose: FastAPI runs a plain `def` dependency in the thread pool, one hop per request.
 
-def _store(request: Request) -> Store:
+
+async def _store(request: Request) -> Store:
     return request.app.state.store
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _offers(request: Request) -> list[Offer]:
+async def _offers(request: Request) -> list[Offer]:
     return request.app.state.offers
 
 
-def _scoring(request: Request) -> ScoringService:
+async def _scoring(request: Request) -> ScoringService:
     return request.app.state.scoring
 
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 from features.definitions import CHURN_FEATURES_V1
@@ -103,8 +104,18 @@ def check_model(loaded: LoadedModel) -> None:
         raise ValueError(f"{loaded.name} v{loaded.version} does not name its features")
 
 
+def _require_store(tracking_uri: str) -> None:
+    # MLflow would create an empty tracking database (slowly) where none exists; a service
+    # started before any training should say "no model" instead.
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise LookupError(f"no MLflow tracking store at {path}: train the models first")
+
+
 def registry_loader(tracking_uri: str) -> Loader:
     def load(name: str, alias: str) -> LoadedModel:
+        _require_store(tracking_uri)
         return load_champion(name, alias=alias, tracking_uri=tracking_uri)
 
     return load
@@ -117,6 +128,10 @@ def registry_probe(tracking_uri: str) -> VersionProbe:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        try:
+            _require_store(tracking_uri)
+        except LookupError:
+            return None
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         try:
             return str(client.get_model_version_by_alias(name, alias).version)
@@ -124,6 +139,57 @@ def registry_probe(tracking_uri: str) -> VersionProbe:
             return None
 
     return probe
+
+
+class ReloadSignal:
+    """Tells every worker process of the service to reload: a token in a file they all watch.
+
+    `POST /v1/admin/reload` reaches one worker; it reloads, then `send`s, and the others, which
+    `watch` the file (one stat a second), reload within about a second.
+    """
+
+    def __init__(self, path: Path, *, interval_seconds: float = 1.0) -> None:
+        self.path = path
+        self.interval_seconds = interval_seconds
+        self._seen = self._read()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except OSError:
+            return None
+
+    def send(self) -> None:
+        import uuid
+
+        token = uuid.uuid4().hex
+        self._seen = token
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{token}")
+        temporary.write_text(token)
+        temporary.replace(self.path)
+
+    def watch(self, reload: Callable[[], object]) -> None:
+        def run() -> None:
+            while not self._stop.wait(self.interval_seconds):
+                token = self._read()
+                if token is not None and token != self._seen:
+                    self._seen = token
+                    try:
+                        reload()
+                    except Exception:
+                        log.exception("reload on signal failed")
+
+        self._watcher = threading.Thread(target=run, name="retain-reload-signal", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
 
 
 class ModelHolder:
@@ -164,8 +230,9 @@ class ModelHolder:
     def reload(self) -> ModelSet:
         """Load every model by alias and make the new set current (one reference assignment).
 
-        A model that fails to load keeps no version (its error is kept on the set); the others
-        are still swapped in. Concurrent reloads run one after the other.
+        A model that fails to load keeps the version it had (none at the first load), and its
+        error is kept on the set: a registry outage or a broken artifact never takes a serving
+        model away. Concurrent reloads run one after the other.
         """
         with self._reload_lock:
             loaded: dict[str, LoadedModel] = {}
@@ -176,11 +243,13 @@ class ModelHolder:
                     check_model(model)
                     _single_threaded(model.model)
                     loaded[name] = model
-                except LookupError as exc:
-                    errors[name] = str(exc)
-                except Exception as exc:  # a broken artifact must not take the service down
-                    log.exception("loading %s@%s failed", name, self.alias)
-                    errors[name] = f"{type(exc).__name__}: {exc}"
+                except Exception as exc:
+                    if not isinstance(exc, LookupError):
+                        log.exception("loading %s@%s failed", name, self.alias)
+                    errors[name] = str(exc) if isinstance(exc, LookupError) else repr(exc)
+                    previous = self._current.loaded.get(name)
+                    if previous is not None:
+                        loaded[name] = previous
             new = ModelSet(
                 generation=self._current.generation + 1,
                 alias=self.alias,

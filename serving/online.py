@@ -30,7 +30,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from features.contract import EVENT_COLUMNS
-from features.definitions import CHURN_FEATURES_V1
 from features.engine import DuckDBEngine, build_features
 from features.panel import online_features
 from serving.store import _EVENT_DTYPES, Store, _frame, customers, decisions, events
@@ -68,6 +67,8 @@ def _signature_query() -> sa.Select[Any]:
 
 
 _SIGNATURE_QUERY: Final = _signature_query()
+# Built once: SQLAlchemy then reuses its compiled form instead of re-deriving a cache key.
+_ONE_SIGNATURE: Final = _SIGNATURE_QUERY.where(customers.c.customer_id == sa.bindparam("id"))
 
 
 def signatures(store: Store, ids: Sequence[str]) -> dict[str, Signature]:
@@ -75,8 +76,7 @@ def signatures(store: Store, ids: Sequence[str]) -> dict[str, Signature]:
     out: dict[str, Signature] = {}
     with store.engine.connect() as conn:
         if len(ids) == 1:
-            query = _SIGNATURE_QUERY.where(customers.c.customer_id == ids[0])
-            rows = list(conn.execute(query))
+            rows = list(conn.execute(_ONE_SIGNATURE, {"id": ids[0]}))
         else:
             rows = [
                 row
@@ -273,6 +273,21 @@ class FeatureCache:
     def entry(self, customer_id: str) -> Entry | None:
         return self.entries([customer_id])[customer_id]
 
+    def peek(self, customer_id: str) -> tuple[bool, Entry | None]:
+        """(whether the store holds the customer, their current cached entry if any), computing
+        nothing: one signature read."""
+        signature = signatures(self.store, [customer_id]).get(customer_id)
+        if signature is None:
+            return False, None
+        entry = self._entries.get(customer_id)
+        if (
+            entry is not None
+            and entry.signature == signature
+            and time.monotonic() - entry.block.computed_at < self.max_age_seconds
+        ):
+            return True, entry
+        return True, None
+
     def compute(
         self, ids: Sequence[str], before: dict[str, Signature] | None = None
     ) -> dict[str, Entry]:
@@ -391,7 +406,6 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 
 __all__ = [
-    "CHURN_FEATURES_V1",
     "Entry",
     "FeatureBlock",
     "FeatureCache",

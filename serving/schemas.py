@@ -387,6 +387,7 @@ class FeatureCacheStatus(BaseModel):
     rounds_completed: int
     last_completed_at: datetime | None
     reasons_computed: int
+    reasons_missing: int = Field(description="Cached rows without reason codes yet.")
 
 
 class ServiceStatus(BaseModel):

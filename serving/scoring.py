@@ -18,6 +18,7 @@ in the background for every row. The churn risk itself is one booster call per r
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -25,17 +26,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+from starlette.concurrency import run_in_threadpool
 
 from features.contract import DEFAULT_LANGUAGE, NO_OFFER
 from features.definitions import CHURN_FEATURES_V1
 from features.offers import Offer
 from features.settings import Settings
-from serving.models import CHURN, CLV, NEXT_OFFER, ModelHolder, ModelSet
+from serving.decision_log import DecisionLog, new_decision
+from serving.models import CHURN, CLV, NEXT_OFFER, ModelHolder, ModelSet, ReloadSignal
 from serving.online import (
     Entry,
     FeatureBlock,
@@ -56,9 +60,9 @@ from serving.schemas import (
     RecommendIn,
     RiskBand,
 )
-from serving.store import Store
+from serving.store import Decision, Store
 from training.encoding import BIAS
-from training.policy import best_actions, eligibility, exploration_probabilities, explore
+from training.policy import best_actions, eligibility
 from training.reasons import reason_codes
 
 log = logging.getLogger("retain.serving.scoring")
@@ -107,11 +111,16 @@ class ModelUnavailable(ScoringError):
 
 
 class NoScores(ScoringError):
-    status = 503
+    status = 404
 
 
 class TooMany(ScoringError):
     status = 413
+
+
+def aware(stamp: pd.Timestamp) -> datetime:
+    """A naive UTC timestamp (how times are kept) as an aware datetime (how the API sends them)."""
+    return stamp.tz_localize("UTC").to_pydatetime()
 
 
 # --- frame functions (online and batch) -----------------------------------------------------
@@ -130,8 +139,17 @@ def risk_band(risk: float, *, medium: float, high: float) -> RiskBand:
 
 def calibrated_risk(model: Any, X: np.ndarray, *, threads: int = 1) -> np.ndarray:
     """P(churn) of encoded rows: the booster's raw probability through the calibrator."""
-    raw = model.booster_.predict(X, num_threads=threads)
-    return np.asarray(model.calibrator_.predict(np.asarray(raw, dtype=float)), dtype=float)
+    raw = np.asarray(model.booster_.predict(X, num_threads=threads), dtype=float)
+    return _isotonic(model.calibrator_, raw)
+
+
+def _isotonic(calibrator: Any, raw: np.ndarray) -> np.ndarray:
+    # `IsotonicRegression.predict` is clip + its fitted interpolant `f_`, behind input checks
+    # that cost more than a one-row prediction; the same two steps, without the checks.
+    f = getattr(calibrator, "f_", None)
+    if f is None or getattr(calibrator, "out_of_bounds", None) != "clip":
+        return np.asarray(calibrator.predict(raw), dtype=float)
+    return np.asarray(f(np.clip(raw, calibrator.X_min_, calibrator.X_max_)), dtype=float)
 
 
 def reason_lists(
@@ -177,6 +195,26 @@ def offer_values(
     frame = features.reset_index(drop=True)
     value = pd.Series(np.clip(clv, 0.0, None), index=frame.index)
     return model.values(frame, value, offers)
+
+
+def epsilon_greedy(
+    values: np.ndarray, allowed: np.ndarray, *, epsilon: float, draw: float
+) -> tuple[np.ndarray, int, int]:
+    """`training.policy.exploration_probabilities` and `explore` for one customer, in numpy
+    (the pandas versions cost ~3 ms a row).
+
+    Returns:
+        The probability of every action, the index of the action a uniform `draw` in [0, 1)
+        picks, and the index of the greedy (best eligible) action.
+    """
+    mask = allowed.astype(float)
+    uniform = mask / mask.sum()
+    best = int(np.argmax(np.where(allowed, np.nan_to_num(values, nan=-np.inf), -np.inf)))
+    greedy = np.zeros(len(values))
+    greedy[best] = 1.0
+    probabilities = (1 - epsilon) * greedy + epsilon * uniform
+    column = min(int((draw > probabilities.cumsum()).sum()), len(values) - 1)
+    return probabilities, column, best
 
 
 def _under_caps(offers: list[Offer], actions: Sequence[str], counts: dict[str, int]) -> np.ndarray:
@@ -463,6 +501,9 @@ class ScoringService:
         )
         self._catalog = {offer.offer_id: offer for offer in offers}
         self._reasons_thread: threading.Thread | None = None
+        self.decision_log = DecisionLog(store)
+        self.reload_signal: ReloadSignal | None = None
+        self.settle = False
 
     # --- churn ---------------------------------------------------------------------------------
 
@@ -474,6 +515,20 @@ class ScoringService:
         if entry is None:
             raise UnknownCustomer(customer_id)
         return self._churn_score(entry, models)
+
+    async def churn_async(self, customer_id: str) -> ChurnScore:
+        """`churn`, answered on the event loop when everything is cached (no thread hop, which
+        costs more than the scoring itself), else in the thread pool."""
+        models = self.models.current
+        self._require_churn(models)
+        known, entry = self.cache.peek(customer_id)
+        if not known:
+            raise UnknownCustomer(customer_id)
+        if entry is not None:
+            scores = entry.block.memo.get(models.generation)
+            if isinstance(scores, BlockScores) and scores.reasons[entry.row] is not None:
+                return self._churn_score(entry, models)
+        return await run_in_threadpool(self.churn, customer_id)
 
     def churn_many(self, customer_ids: Sequence[str]) -> ChurnBatchOut:
         """Scores of many customers; unknown ids are listed, not failed on."""
@@ -516,7 +571,7 @@ class ScoringService:
             band=risk_band(risk, medium=s.risk_band_medium, high=s.risk_band_high),
             reasons=scores.reasons[row] or [],
             clv=float(scores.clv[row]) if scores.clv is not None else None,
-            as_of=entry.as_of.to_pydatetime(),
+            as_of=aware(entry.as_of),
             horizon_days=s.churn_horizon_days,
             feature_set=CHURN_FEATURES_V1.id,
             models={CHURN: str(churn.version), CLV: None if clv is None else str(clv.version)},
@@ -527,6 +582,30 @@ class ScoringService:
     def recommend(self, request: RecommendIn) -> Recommendation:
         """Top-k actions for a customer, one chosen epsilon-greedily and logged as a decision."""
         models = self.models.current
+        self._check_offers(models, request)
+        entry = self.cache.entry(request.customer_id)
+        if entry is None:
+            raise UnknownCustomer(request.customer_id)
+        decision, answer = self._decide(entry, models, request)
+        self.decision_log.record(decision)
+        return answer
+
+    async def recommend_async(self, request: RecommendIn) -> Recommendation:
+        """`recommend`, on the event loop when the customer's row and values are cached (the
+        decision's commit is awaited, not waited for in a thread), else in the thread pool."""
+        models = self.models.current
+        self._check_offers(models, request)
+        known, entry = self.cache.peek(request.customer_id)
+        if not known:
+            raise UnknownCustomer(request.customer_id)
+        scores = None if entry is None else entry.block.memo.get(models.generation)
+        if entry is None or not isinstance(scores, BlockScores) or not scores.offers_ready:
+            return await run_in_threadpool(self.recommend, request)
+        decision, answer = self._decide(entry, models, request)
+        await self.decision_log.record_async(decision)
+        return answer
+
+    def _check_offers(self, models: ModelSet, request: RecommendIn) -> None:
         nbo, clv = models.next_offer, models.clv
         for name, model in ((NEXT_OFFER, nbo), (CLV, clv)):
             if model is None:
@@ -542,9 +621,13 @@ class ScoringService:
             )
         if request.k > self.settings.max_recommendations:
             raise TooMany(f"at most {self.settings.max_recommendations} actions per request")
-        entry = self.cache.entry(request.customer_id)
-        if entry is None:
-            raise UnknownCustomer(request.customer_id)
+
+    def _decide(
+        self, entry: Entry, models: ModelSet, request: RecommendIn
+    ) -> tuple[Decision, Recommendation]:
+        """The decision to log and the answer to send once it is logged."""
+        nbo, clv = models.next_offer, models.clv
+        assert nbo is not None and clv is not None
         block, row = entry.block, entry.row
         scores = block_scores(block, models)
         ensure_offer_values(block, scores, models, self.offers)
@@ -556,29 +639,26 @@ class ScoringService:
             profile = scores.profiles.iloc[[row]].assign(language=language)
             allowed = eligibility(profile, self.offers)[actions].to_numpy(dtype=bool)[0]
         else:
-            allowed = scores.eligible[row].copy()
+            allowed = scores.eligible[row]
         now = utc_now()
         capped = [a for a in actions if a in self._catalog]
         counts = recent_contacts(
             self.store, entry.customer_id, capped, now - pd.Timedelta(days=CONTACT_WINDOW_DAYS)
         )
-        allowed &= _under_caps(self.offers, actions, counts)
+        allowed = allowed & _under_caps(self.offers, actions, counts)
 
-        index = pd.Index([entry.customer_id])
-        values = pd.DataFrame(scores.values[row : row + 1], index=index, columns=actions)
-        eligible = pd.DataFrame(allowed[None, :], index=index, columns=actions)
         epsilon = self.settings.exploration_epsilon
-        chosen_series, propensity_series = explore(
-            values, eligible, epsilon=epsilon, rng=np.random.default_rng()
+        row_values = scores.values[row]
+        probability, column, best = epsilon_greedy(
+            row_values, allowed, epsilon=epsilon, draw=float(np.random.default_rng().random())
         )
-        chosen, propensity = str(chosen_series.iloc[0]), float(propensity_series.iloc[0])
-        probability = exploration_probabilities(values, eligible, epsilon=epsilon).iloc[0]
-        value_of = dict(zip(actions, scores.values[row].tolist(), strict=True))
+        chosen, propensity, greedy = actions[column], float(probability[column]), actions[best]
+        value_of = dict(zip(actions, row_values.tolist(), strict=True))
+        chance = dict(zip(actions, probability.tolist(), strict=True))
         candidates = sorted(
             (a for a, ok in zip(actions, allowed.tolist(), strict=True) if ok),
-            key=lambda a: (-value_of[a], a),
+            key=lambda a: -value_of[a],
         )
-        greedy = candidates[0] if candidates else NO_OFFER
         versions = {
             CHURN: None if models.churn is None else str(models.churn.version),
             CLV: str(clv.version),
@@ -594,10 +674,10 @@ class ScoringService:
             "feature_set": CHURN_FEATURES_V1.id,
         }
         logged = [
-            {"offer_id": a, "expected_value": value_of[a], "probability": float(probability[a])}
+            {"offer_id": a, "expected_value": value_of[a], "probability": chance[a]}
             for a in candidates
         ]
-        decision = self.store.record_decision(
+        decision = new_decision(
             customer_id=entry.customer_id,
             offer_id=chosen,
             model_version=f"{NEXT_OFFER}:{nbo.version}",
@@ -608,7 +688,7 @@ class ScoringService:
             created_at=now,
         )
         shown = [chosen, *(a for a in candidates if a != chosen)][: request.k]
-        return Recommendation(
+        return decision, Recommendation(
             decision_id=decision.decision_id,
             customer_id=entry.customer_id,
             offer_id=chosen,
@@ -616,8 +696,8 @@ class ScoringService:
             explored=chosen != greedy,
             language=language,
             channel=request.context.channel,
-            actions=[self._action(a, value_of[a], float(probability[a]), language) for a in shown],
-            as_of=entry.as_of.to_pydatetime(),
+            actions=[self._action(a, value_of[a], chance[a], language) for a in shown],
+            as_of=aware(entry.as_of),
             feature_set=CHURN_FEATURES_V1.id,
             models=versions,
         )
@@ -678,7 +758,7 @@ class ScoringService:
             )
             for r in chosen.to_dict("records")
         ]
-        return Kpis(computed_at=computed_at.to_pydatetime(), rows=rows)
+        return Kpis(computed_at=aware(computed_at), rows=rows)
 
     # --- warm-up and model swaps ---------------------------------------------------------------
 
@@ -714,10 +794,32 @@ class ScoringService:
                 ensure_reasons(block, scores, models, missing[start : start + batch])
                 self.cache.status.reasons_done += min(batch, len(missing) - start)
 
+    def reload_models(self) -> ModelSet:
+        """Reload this worker's models now, and signal the other workers to do the same."""
+        models = self.models.reload()
+        if self.reload_signal is not None:
+            self.reload_signal.send()
+        return models
+
+    def reasons_missing(self) -> int:
+        """Cached rows whose reason codes for the current models are not computed yet."""
+        generation = self.models.current.generation
+        missing = 0
+        for block in self.cache.blocks():
+            scores = block.memo.get(generation)
+            missing += len(block) if scores is None else scores.reasons.count(None)
+        return missing
+
     def fill_reasons_in_background(self) -> None:
         if not self.settings.feature_warm_reasons:
             return
-        thread = threading.Thread(target=self.fill_reasons, name="retain-reasons", daemon=True)
+
+        def fill() -> None:
+            self.fill_reasons()
+            if self.settle:
+                settle_memory()
+
+        thread = threading.Thread(target=fill, name="retain-reasons", daemon=True)
         self._reasons_thread = thread
         thread.start()
 
@@ -732,29 +834,67 @@ def build_service(store: Store, offers: list[Offer], settings: Settings) -> Scor
         probe=registry_probe(settings.mlflow_tracking_uri),
     )
     cache = FeatureCache(store, max_age_seconds=settings.feature_max_age_seconds)
-    return ScoringService(store=store, models=holder, cache=cache, offers=offers, settings=settings)
+    service = ScoringService(
+        store=store, models=holder, cache=cache, offers=offers, settings=settings
+    )
+    service.reload_signal = ReloadSignal(settings.data_dir / "serving" / "reload-request")
+    return service
 
 
-def start_service(service: ScoringService, on_swap: Callable[[ModelSet], None]) -> None:
-    """Load the models, then start the background warm-up and alias polling (if configured)."""
+_settle_lock = threading.Lock()
+
+
+def settle_memory() -> None:
+    """Collect, then freeze what survives out of the cyclic garbage collector's sight.
+
+    The models, MLflow and the cached features are some 500k long-lived objects; a full
+    collection walks all of them (~300 ms, every thread stalled), which is every tail latency
+    of the service. Frozen objects are skipped. Called after loading models and after each
+    warm-up round: unfreezing first lets the cycles of replaced blocks and models be collected.
+    """
+    with _settle_lock:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+
+def start_service(
+    service: ScoringService, on_swap: Callable[[ModelSet], None], *, settle: bool = False
+) -> None:
+    """Load the models, then start the background warm-up and alias polling (if configured).
+
+    `settle`: manage the garbage collector (`settle_memory`); only for a process that is the
+    service (`retain serve`), never for one that merely embeds the app (tests).
+    """
     holder, settings = service.models, service.settings
+    service.settle = settle
 
     def swapped(models: ModelSet) -> None:
         on_swap(models)
+        if settle:
+            settle_memory()
         if service.cache.status.rounds_completed:
             service.fill_reasons_in_background()
+
+    def warmed() -> None:
+        service.fill_reasons()
+        if settle:
+            settle_memory()
 
     holder.prepare = service.prepare
     holder.on_swap = swapped
     holder.reload()
     service.cache.start_warming(
-        settings.feature_refresh_seconds,
-        after_block=service.precompute,
-        after_round=service.fill_reasons,
+        settings.feature_refresh_seconds, after_block=service.precompute, after_round=warmed
     )
     holder.start_polling(settings.model_poll_seconds)
+    if service.reload_signal is not None:
+        service.reload_signal.watch(holder.reload)
 
 
 def stop_service(service: ScoringService) -> None:
+    if service.reload_signal is not None:
+        service.reload_signal.stop()
     service.models.stop()
     service.cache.stop()
+    service.decision_log.close()

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from serving.cli.common import console
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+def served_app() -> FastAPI:
+    """The app of one worker process of `retain serve` (uvicorn's factory)."""
+    from serving.app import create_app
+
+    app = create_app()
+    app.state.manage_gc = True  # this process is the service: it may tune the collector
+    return app
 
 
 def serve(
@@ -27,7 +39,7 @@ def serve(
 
     console.print(f"Retain API on http://{host}:{port} with {workers} worker(s); docs at /docs")
     uvicorn.run(
-        "serving.app:create_app",
+        "serving.cli.serve:served_app",
         factory=True,
         host=host,
         port=port,

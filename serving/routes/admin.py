@@ -8,6 +8,7 @@ from serving.deps import AdminKey, ScoringDep
 from serving.models import ModelHolder
 from serving.online import FeatureCache
 from serving.schemas import FeatureCacheStatus, LoadedModelInfo, ModelsStatus, ServiceStatus
+from serving.scoring import aware
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -29,7 +30,7 @@ def models_status(holder: ModelHolder) -> ModelsStatus:
     )
 
 
-def cache_status(cache: FeatureCache) -> FeatureCacheStatus:
+def cache_status(cache: FeatureCache, reasons_missing: int) -> FeatureCacheStatus:
     status = cache.status
     last = status.last_completed_at
     return FeatureCacheStatus(
@@ -38,20 +39,24 @@ def cache_status(cache: FeatureCache) -> FeatureCacheStatus:
         warmed_customers=status.customers_done,
         total_customers=status.customers_total,
         rounds_completed=status.rounds_completed,
-        last_completed_at=None if last is None else last.to_pydatetime(),
+        last_completed_at=None if last is None else aware(last),
         reasons_computed=status.reasons_done,
+        reasons_missing=reasons_missing,
     )
 
 
 @router.post("/reload", response_model=ModelsStatus)
 def reload_models(_: AdminKey, scoring: ScoringDep) -> ModelsStatus:
-    """Reload every model by its alias and swap them in atomically; in-flight requests finish
-    on the models they started with."""
-    scoring.models.reload()
+    """Reload every model by its alias and swap them in atomically (in-flight requests finish on
+    the models they started with); the other worker processes follow within a second."""
+    scoring.reload_models()
     return models_status(scoring.models)
 
 
 @router.get("/status", response_model=ServiceStatus)
 def status(_: AdminKey, scoring: ScoringDep) -> ServiceStatus:
     """Loaded model versions and the online feature cache's warm-up."""
-    return ServiceStatus(models=models_status(scoring.models), features=cache_status(scoring.cache))
+    return ServiceStatus(
+        models=models_status(scoring.models),
+        features=cache_status(scoring.cache, scoring.reasons_missing()),
+    )

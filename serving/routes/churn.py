@@ -34,9 +34,9 @@ _CSV_COLUMNS = [
         503: {"description": "No churn model loaded"},
     },
 )
-def customer_churn(customer_id: CustomerId, _: CrmKey, scoring: ScoringDep) -> ChurnScore:
+async def customer_churn(customer_id: CustomerId, _: CrmKey, scoring: ScoringDep) -> ChurnScore:
     """Calibrated churn risk, band, reasons and CLV of a customer, from features as of now."""
-    return scoring.churn(customer_id)
+    return await scoring.churn_async(customer_id)
 
 
 @router.post(
@@ -54,7 +54,7 @@ def score_customers(batch: ChurnBatchIn, _: CrmKey, scoring: ScoringDep) -> Chur
     response_model=AtRiskPage,
     responses={
         200: {"content": {"text/csv": {"example": "customer_id,segment,risk,band,...\n"}}},
-        503: {"description": "No batch scoring run yet (`retain score`)"},
+        404: {"description": "No batch scoring run yet (`retain score`)"},
     },
 )
 def at_risk(

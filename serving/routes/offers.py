@@ -18,6 +18,6 @@ router = APIRouter(prefix="/v1", tags=["offers"])
         503: {"description": "No next-offer or CLV model, or no offers catalog"},
     },
 )
-def recommend(request: RecommendIn, _: MarketingKey, scoring: ScoringDep) -> Recommendation:
+async def recommend(request: RecommendIn, _: MarketingKey, scoring: ScoringDep) -> Recommendation:
     """Top-k eligible actions by expected net value; one chosen (epsilon-greedy) and logged."""
-    return scoring.recommend(request)
+    return await scoring.recommend_async(request)

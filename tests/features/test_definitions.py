@@ -292,10 +292,11 @@ def test_build_features_reads_parquet_files(tmp_path: Path) -> None:
     events.to_parquet(tmp_path / "events.parquet")
     customers.to_parquet(tmp_path / "customers.parquet")
     entities = entities_frame(*[(c, T0) for c in customers["customer_id"]])
-    from_files = build_features(
-        tmp_path / "events.parquet", str(tmp_path / "customers.parquet"), entities
-    )
+    paths = (tmp_path / "events.parquet", str(tmp_path / "customers.parquet"))
+    from_files = build_features(*paths, entities)
     pd.testing.assert_frame_equal(from_files, build_features(events, customers, entities))
+    # a second call on the shared default engine must not trip over the first one's views
+    pd.testing.assert_frame_equal(build_features(*paths, entities), from_files)
 
 
 def test_build_features_rejects_unusable_input() -> None:

@@ -141,7 +141,8 @@ def test_keyed_route_admits_key_with_its_scope(
 
 @pytest.mark.parametrize("operation", sorted(PUBLIC), ids=" ".join)
 def test_public_route_needs_no_key(client: TestClient, operation: tuple[str, str]) -> None:
-    assert call(client, operation, key=None).status_code == 200
+    # /readyz answers 503 until models are loaded: what matters is that no key is asked for.
+    assert call(client, operation, key=None).status_code in (200, 503)
 
 
 def test_require_refuses_unknown_scope() -> None:

@@ -14,14 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
+from scoring_world import trained_world
 
-from features.contract import validate_customers
 from features.settings import ApiKey, Settings
 from serving.app import create_app
 from serving.errors import PROBLEM_JSON
@@ -106,24 +105,20 @@ def problem_details(
 
 @pytest.fixture
 def api_schema(tmp_path: Path) -> schemathesis.BaseSchema:
-    """The schema of a service on a temporary SQLite store holding the KNOWN ids."""
-    url = f"sqlite:///{tmp_path / 'retain.db'}"
-    with Store(url) as store:
-        store.create_all()
-        customer = pd.DataFrame(
-            {"customer_id": [KNOWN["customer_id"]], "signup_date": [KNOWN["signup_date"]]}
-        )
-        store.upsert_customers(validate_customers(customer).valid)
+    """The schema of a ready service: real models, a store holding the world and a decision.
+
+    Fuzzing an app without models would only meet 503s on the scoring routes.
+    """
+    settings_ = trained_world().settings(
+        tmp_path, api_keys=[ApiKey(name="fuzz", key=KEY, scopes=["admin", "crm", "marketing"])]
+    )
+    with Store(settings_.database_url) as store:
         store.record_decision(
             customer_id=KNOWN["customer_id"],
             offer_id="none",
             model_version="fuzz",
             decision_id=KNOWN["decision_id"],
         )
-    settings_ = Settings(
-        database_url=url,
-        api_keys=[ApiKey(name="fuzz", key=KEY, scopes=["admin", "crm", "marketing"])],
-    )
     # The schemathesis pytest plugin ends the app's lifespan (closing the store) at teardown.
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(settings_), config=CONFIG)
 
