@@ -249,6 +249,7 @@ def _worker(impl: str, data: Path, n_cutoffs: int, mode: str, save: str | None) 
         panel.to_parquet(save, index=False)
     return {
         "impl": impl,
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # the machine is shared: context for wall
         "input": "frames" if impl == "pandas" or mode == "frames" else "parquet",
         "cutoffs": n_cutoffs,
         "rows": len(panel),

@@ -28,7 +28,7 @@ from features.offers import Offer
 from features.settings import get_settings
 from serving.cli import app as cli
 from serving.decision_log import DecisionLog, new_decision
-from serving.online import utc_now
+from serving.online import recent_contacts, utc_now
 from serving.scoring import ScoringService, _isotonic, _under_caps, epsilon_greedy, profiles
 from serving.store import Store
 from training.kpis import kpis
@@ -294,6 +294,22 @@ def test_recommend_respects_contact_cap(client: TestClient, world: World) -> Non
     for offer in capped:
         store.record_decision(customer_id=customer_id, offer_id=offer, model_version="test")
     assert capped.isdisjoint(candidates(customer_id))
+
+
+def test_recent_contacts_count_as_store_recent_offer_count(
+    client: TestClient, world: World
+) -> None:
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    offers = list(catalog(client))
+    since = pd.Timestamp("2026-06-01")
+    for customer_id in world.dataset.customers["customer_id"].head(40).astype(str):
+        store.record_decision(customer_id=customer_id, offer_id="gift", model_version="test")
+        expected = {o: store.recent_offer_count(customer_id, o, since) for o in offers}
+        assert recent_contacts(store, customer_id, offers, since) == expected
+    assert any(
+        recent_contacts(store, c, offers, since)["discount_10"] > 0
+        for c in world.dataset.customers["customer_id"].head(40).astype(str)
+    )
 
 
 def test_recommend_greedy_without_exploration(world: World, tmp_path: Path) -> None:
