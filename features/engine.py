@@ -290,10 +290,12 @@ def _customers_view(types: Mapping[str, str]) -> str:
 
 
 def _cutoff_entities(cutoffs: Sequence[pd.Timestamp]) -> str:
-    """Every customer at every cutoff, numbered cutoff-major in the customers' order."""
+    """Every customer at every cutoff, numbered cutoff-major in the customers' order (the row
+    numbers need not be consecutive: Spark's monotonically increasing ids are not)."""
     values = ", ".join(f"({k}, {sql_timestamp(c)})" for k, c in enumerate(cutoffs))
     return (
-        f"SELECT k.k * (SELECT count(*) FROM customers) + c.{CUSTOMER_ROW} AS {ROW}, "
+        f"SELECT k.k * (SELECT max({CUSTOMER_ROW}) + 1 FROM customers) + c.{CUSTOMER_ROW} "
+        f"AS {ROW}, "
         "c.customer_id, k.cutoff\n"
         f"FROM customers AS c CROSS JOIN (VALUES {values}) AS k(k, cutoff)"
     )

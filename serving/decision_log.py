@@ -14,6 +14,7 @@ import asyncio
 import json
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +22,13 @@ from datetime import datetime
 from typing import Any, Final
 
 import pandas as pd
+import sqlalchemy as sa
 
 from serving.store import Decision, Store, _dumps, _float_or_none, _to_db_time, decisions
 
 MAX_BATCH: Final = 256
+LOCK_RETRY_SECONDS: Final = 0.0005  # SQLite: poll the write lock this often while it is held
+LOCK_TIMEOUT_SECONDS: Final = 30.0
 
 
 @dataclass(eq=False)
@@ -84,6 +88,8 @@ class DecisionLog:
 
     def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
         self.store = store
+        self._own: Store | None = None
+        self._engine: sa.Engine | None = None
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -140,10 +146,41 @@ class DecisionLog:
             if stop:
                 return
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The writer thread's own engine: the store's settings (WAL, durable commits), and on
+        SQLite no built-in busy wait, whose sleeps (1, 2, 5, 10, 15 … ms) would keep a decision
+        waiting long after the other worker's commit freed the lock; `_insert` retries instead.
+        An in-memory database has no other writer, and cannot be opened twice: its engine."""
+        with self._start_lock:
+            if self._engine is None:
+                url = self.store.engine.url
+                if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+                    self._engine = self.store.engine
+                else:
+                    own = Store(url)
+                    if own.engine.dialect.name == "sqlite":
+                        sa.event.listen(own.engine, "connect", _no_busy_wait)
+                    self._own, self._engine = own, own.engine
+            return self._engine
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        engine = self.engine
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(decisions.insert(), rows)
+                return
+            except sa.exc.OperationalError as exc:
+                locked = "database is locked" in str(exc.orig)
+                if not locked or time.monotonic() > deadline:
+                    raise
+                time.sleep(LOCK_RETRY_SECONDS)
+
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self.store.engine.begin() as conn:
-                conn.execute(decisions.insert(), [vars(p.decision) for p in batch])
+            self._insert([vars(p.decision) for p in batch])
         except BaseException as exc:  # every waiter learns why, none hangs
             for pending in batch:
                 pending.error = exc
@@ -155,3 +192,10 @@ class DecisionLog:
             self._queue.put(None)
             self._writer.join(timeout=10)
             self._writer = None
+        if self._own is not None:
+            self._own.close()
+            self._own, self._engine = None, None
+
+
+def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout = 0")

@@ -317,13 +317,13 @@ def test_build_features_rejects_unusable_input() -> None:
         build_features(events, clash, entities)
 
 
-def test_feature_set_refuses_to_look_past_the_cutoff() -> None:
+def test_reject_feature_set_looking_past_the_cutoff() -> None:
     future = Scan("peek", (Aggregate("n_next", "count(*)"),), window_days=30, direction="future")
     with pytest.raises(ValueError, match="may not look past the cutoff"):
         FeatureSet("bad", "0", {}, (future,), (Feature("n", "n_next", "int64", ""),))
 
 
-def test_feature_set_refuses_duplicate_aggregates() -> None:
+def test_reject_feature_set_with_duplicate_aggregates() -> None:
     scans = (
         Scan("a", (Aggregate("n", "count(*)"),)),
         Scan("b", (Aggregate("n", "count(*)"),), window_days=7),

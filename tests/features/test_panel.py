@@ -161,7 +161,7 @@ def test_build_panel_gives_features_then_labels() -> None:
     assert 0 < panel["churned"].mean() < 1
 
 
-def test_monthly_cutoffs_picks_latest_complete_month_starts() -> None:
+def test_pick_monthly_cutoffs_with_complete_labels() -> None:
     events = events_frame(
         event("C1", "2024-11-15", "visit"), event("C1", "2025-09-15 10:00", "visit")
     )
@@ -180,7 +180,7 @@ def test_monthly_cutoffs_picks_latest_complete_month_starts() -> None:
         monthly_cutoffs(events, 2, 400)
 
 
-def test_online_features_equal_panel_rows() -> None:
+def test_match_online_features_to_panel_rows() -> None:
     customers, events = random_world(6)
     cutoffs = monthly_cutoffs(events, 2, H)
     panel = build_panel(events, customers, cutoffs)

@@ -53,7 +53,7 @@ def world() -> tuple[pd.DataFrame, pd.DataFrame]:
     return customers, pd.concat([events, gap], ignore_index=True)
 
 
-def test_spark_builds_the_duckdb_panel(
+def test_build_panel_on_spark_equals_duckdb(
     spark: SparkSession, world: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     customers, events = world
@@ -64,7 +64,7 @@ def test_spark_builds_the_duckdb_panel(
     pd.testing.assert_frame_equal(on_spark, duck, check_exact=False, rtol=1e-9)
 
 
-def test_spark_by_cutoff_plan_gives_the_duckdb_features(
+def test_build_features_on_spark_by_cutoff_equals_duckdb(
     spark: SparkSession, world: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     customers, events = world
@@ -80,7 +80,7 @@ def test_spark_by_cutoff_plan_gives_the_duckdb_features(
     pd.testing.assert_frame_equal(on_spark, duck, check_exact=False, rtol=1e-9)
 
 
-def test_spark_reads_spark_dataframes(
+def test_build_features_on_spark_reads_spark_dataframes(
     spark: SparkSession, world: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     customers, events = world
@@ -89,9 +89,12 @@ def test_spark_reads_spark_dataframes(
     zone = spark.conf.get("spark.sql.session.timeZone")
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # naive pandas times are UTC instants
     try:
-        spark_events = spark.createDataFrame(pa.Table.from_pandas(events[columns])).cache()
-        spark_customers = spark.createDataFrame(pa.Table.from_pandas(customers)).cache()
+        events_table = pa.Table.from_pandas(events[columns])
+        spark_events = spark.createDataFrame(events_table).repartition(4).cache()
+        spark_customers = spark.createDataFrame(pa.Table.from_pandas(customers)).repartition(3)
+        spark_customers = spark_customers.cache()
         assert spark_events.count() == len(events)
+        assert spark_customers.count() == len(customers)
     finally:
         spark.conf.set("spark.sql.session.timeZone", zone)
     assert dict(spark_events.dtypes)["timestamp"] == "timestamp"  # instants, not wall-clock
