@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def swapped(models: ModelSet) -> None:
             app.state.model_versions = models.versions()
 
-        start_service(scoring, swapped, settle=app.state.manage_gc)
+        start_service(scoring, swapped, served=app.state.served)
         yield
         stop_service(scoring)
         store.close()
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.model_versions = {}
-    app.state.manage_gc = False  # `retain serve` sets it: see scoring.settle_memory
+    app.state.served = False  # True in `retain serve`'s workers: see scoring.start_service
     errors.install(app)
     app.add_exception_handler(ScoringError, _scoring_error)
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)

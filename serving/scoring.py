@@ -46,6 +46,7 @@ from serving.online import (
     FeatureCache,
     events_frame,
     recent_contacts,
+    signature_and_contacts,
     utc_now,
 )
 from serving.schemas import (
@@ -215,6 +216,10 @@ def epsilon_greedy(
     probabilities = (1 - epsilon) * greedy + epsilon * uniform
     column = min(int((draw > probabilities.cumsum()).sum()), len(values) - 1)
     return probabilities, column, best
+
+
+def _contacts_since(now: pd.Timestamp) -> pd.Timestamp:
+    return now - pd.Timedelta(days=CONTACT_WINDOW_DAYS)
 
 
 def _under_caps(offers: list[Offer], actions: Sequence[str], counts: dict[str, int]) -> np.ndarray:
@@ -500,6 +505,7 @@ class ScoringService:
             horizon_days=settings.churn_horizon_days,
         )
         self._catalog = {offer.offer_id: offer for offer in offers}
+        self._capped = [o.offer_id for o in offers if o.max_per_customer_30d is not None]
         self._reasons_thread: threading.Thread | None = None
         self.decision_log = DecisionLog(store)
         self.reload_signal: ReloadSignal | None = None
@@ -595,13 +601,17 @@ class ScoringService:
         decision's commit is awaited, not waited for in a thread), else in the thread pool."""
         models = self.models.current
         self._check_offers(models, request)
-        known, entry = self.cache.peek(request.customer_id)
-        if not known:
+        now = utc_now()
+        signature, counts = signature_and_contacts(
+            self.store, request.customer_id, self._capped, _contacts_since(now)
+        )
+        if signature is None:
             raise UnknownCustomer(request.customer_id)
+        entry = self.cache.lookup(request.customer_id, signature)
         scores = None if entry is None else entry.block.memo.get(models.generation)
         if entry is None or not isinstance(scores, BlockScores) or not scores.offers_ready:
             return await run_in_threadpool(self.recommend, request)
-        decision, answer = self._decide(entry, models, request)
+        decision, answer = self._decide(entry, models, request, now=now, counts=counts)
         await self.decision_log.record_async(decision)
         return answer
 
@@ -623,9 +633,16 @@ class ScoringService:
             raise TooMany(f"at most {self.settings.max_recommendations} actions per request")
 
     def _decide(
-        self, entry: Entry, models: ModelSet, request: RecommendIn
+        self,
+        entry: Entry,
+        models: ModelSet,
+        request: RecommendIn,
+        *,
+        now: pd.Timestamp | None = None,
+        counts: dict[str, int] | None = None,
     ) -> tuple[Decision, Recommendation]:
-        """The decision to log and the answer to send once it is logged."""
+        """The decision to log and the answer to send once it is logged (`counts`: the contacts
+        since `now` - 30 days, when already read)."""
         nbo, clv = models.next_offer, models.clv
         assert nbo is not None and clv is not None
         block, row = entry.block, entry.row
@@ -640,11 +657,11 @@ class ScoringService:
             allowed = eligibility(profile, self.offers)[actions].to_numpy(dtype=bool)[0]
         else:
             allowed = scores.eligible[row]
-        now = utc_now()
-        capped = [a for a in actions if a in self._catalog]
-        counts = recent_contacts(
-            self.store, entry.customer_id, capped, now - pd.Timedelta(days=CONTACT_WINDOW_DAYS)
-        )
+        if now is None or counts is None:
+            now = utc_now()
+            counts = recent_contacts(
+                self.store, entry.customer_id, self._capped, _contacts_since(now)
+            )
         allowed = allowed & _under_caps(self.offers, actions, counts)
 
         epsilon = self.settings.exploration_epsilon
@@ -859,15 +876,19 @@ def settle_memory() -> None:
 
 
 def start_service(
-    service: ScoringService, on_swap: Callable[[ModelSet], None], *, settle: bool = False
+    service: ScoringService, on_swap: Callable[[ModelSet], None], *, served: bool = False
 ) -> None:
     """Load the models, then start the background warm-up and alias polling (if configured).
 
-    `settle`: manage the garbage collector (`settle_memory`); only for a process that is the
-    service (`retain serve`), never for one that merely embeds the app (tests).
+    `served`: this process is a worker of `retain serve`, not a program (a test) embedding the
+    app. Only then does the service manage the garbage collector (`settle_memory`) and join the
+    other workers' reloads through the reload signal file under `DATA_DIR`.
     """
     holder, settings = service.models, service.settings
+    settle = served
     service.settle = settle
+    if not served:
+        service.reload_signal = None
 
     def swapped(models: ModelSet) -> None:
         on_swap(models)

@@ -17,7 +17,7 @@ def served_app() -> FastAPI:
     from serving.app import create_app
 
     app = create_app()
-    app.state.manage_gc = True  # this process is the service: it may tune the collector
+    app.state.served = True  # a worker of the service: see scoring.start_service
     return app
 
 

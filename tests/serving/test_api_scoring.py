@@ -28,7 +28,7 @@ from features.offers import Offer
 from features.settings import get_settings
 from serving.cli import app as cli
 from serving.decision_log import DecisionLog, new_decision
-from serving.online import recent_contacts, utc_now
+from serving.online import recent_contacts, signature_and_contacts, signatures, utc_now
 from serving.scoring import ScoringService, _isotonic, _under_caps, epsilon_greedy, profiles
 from serving.store import Store
 from training.kpis import kpis
@@ -306,6 +306,9 @@ def test_recent_contacts_count_as_store_recent_offer_count(
         store.record_decision(customer_id=customer_id, offer_id="gift", model_version="test")
         expected = {o: store.recent_offer_count(customer_id, o, since) for o in offers}
         assert recent_contacts(store, customer_id, offers, since) == expected
+        signature, counts = signature_and_contacts(store, customer_id, offers, since)
+        assert counts == expected
+        assert signature == signatures(store, [customer_id])[customer_id]
     assert any(
         recent_contacts(store, c, offers, since)["discount_10"] > 0
         for c in world.dataset.customers["customer_id"].head(40).astype(str)

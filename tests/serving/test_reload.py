@@ -17,6 +17,8 @@ from mlflow import MlflowClient
 from scoring_world import World, as_, client_for, trained_world
 
 from features.definitions import CHURN_FEATURES_V1
+from features.settings import Settings
+from serving.app import create_app
 from serving.models import MODEL_NAMES, ModelHolder
 from training.registry import LoadedModel, load_champion
 
@@ -121,10 +123,20 @@ def test_poll_reloads_when_the_alias_moves(world: World, tmp_path: Path) -> None
             time.sleep(0.1)
 
 
-def test_reload_reaches_every_worker(world: World, tmp_path: Path) -> None:
+def served(settings: Settings) -> TestClient:
+    """A client of the app as a worker of `retain serve` runs it."""
+    app = create_app(settings)
+    app.state.served = True
+    return TestClient(app)
+
+
+def test_reload_reaches_every_worker(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("serving.scoring.settle_memory", lambda: None)  # not in a test process
     point_alias(world, "signal-test", "1")
     settings = world.settings(tmp_path, model_alias="signal-test")
-    with client_for(settings) as first, client_for(settings) as second:  # two workers
+    with served(settings) as first, served(settings) as second:  # two workers, one data dir
         point_alias(world, "signal-test", "2")
         assert first.post("/v1/admin/reload", headers=as_("admin")).status_code == 200
         deadline = time.monotonic() + 30
