@@ -33,7 +33,15 @@ import sqlalchemy as sa
 from features.contract import EVENT_COLUMNS
 from features.engine import DuckDBEngine, build_features
 from features.panel import online_features
-from serving.store import _EVENT_DTYPES, Store, _frame, customers, decisions, events
+from serving.store import (
+    _EVENT_DTYPES,
+    Store,
+    _frame,
+    contact_count,
+    customers,
+    decisions,
+    events,
+)
 
 log = logging.getLogger("retain.serving.online")
 
@@ -156,31 +164,7 @@ def recent_contacts(
 def _signature_and_contacts_query(offer_ids: tuple[str, ...]) -> sa.Select[Any]:
     customer = customers.c.customer_id
     since: sa.BindParameter[Any] = sa.bindparam("since")
-    counts = []
-    for offer in offer_ids:
-        decided = (
-            sa.select(sa.func.count())
-            .select_from(decisions)
-            .where(
-                decisions.c.customer_id == customer,
-                decisions.c.offer_id == offer,
-                decisions.c.created_at >= since,
-            )
-            .scalar_subquery()
-        )
-        sent = (
-            sa.select(sa.func.count())
-            .select_from(events)
-            .where(
-                events.c.customer_id == customer,
-                events.c.event_type == "offer_sent",
-                events.c.offer_id == offer,
-                events.c.timestamp >= since,
-            )
-            .scalar_subquery()
-        )
-        counts.append(decided + sent)
-    return _ONE_SIGNATURE.add_columns(*counts)
+    return _ONE_SIGNATURE.add_columns(*(contact_count(customer, o, since) for o in offer_ids))
 
 
 def signature_and_contacts(

@@ -468,28 +468,9 @@ class Store:
         twice: the cap errs on the side of contacting less.
         """
         start = _to_db_time(since, bound=True)
-        decided = (
-            sa.select(sa.func.count())
-            .select_from(decisions)
-            .where(
-                decisions.c.customer_id == customer_id,
-                decisions.c.offer_id == offer_id,
-                decisions.c.created_at >= start,
-            )
-        )
-        sent = (
-            sa.select(sa.func.count())
-            .select_from(events)
-            .where(
-                events.c.customer_id == customer_id,
-                events.c.event_type == "offer_sent",
-                events.c.offer_id == offer_id,
-                events.c.timestamp >= start,
-            )
-        )
         with self._read() as conn:
             total = conn.execute(
-                sa.select(decided.scalar_subquery() + sent.scalar_subquery())
+                sa.select(contact_count(customer_id, offer_id, start))
             ).scalar_one()
         return int(total)
 
@@ -576,6 +557,33 @@ class Store:
 
 
 # --- engine setup ------------------------------------------------------------------------------
+
+
+def contact_count(customer_id: Any, offer_id: Any, since: Any) -> sa.ColumnElement[int]:
+    """SQL: contacts of `offer_id` to a customer at or after `since` (values, columns or bound
+    parameters): decisions that chose it plus `offer_sent` events naming it."""
+    decided = (
+        sa.select(sa.func.count())
+        .select_from(decisions)
+        .where(
+            decisions.c.customer_id == customer_id,
+            decisions.c.offer_id == offer_id,
+            decisions.c.created_at >= since,
+        )
+        .scalar_subquery()
+    )
+    sent = (
+        sa.select(sa.func.count())
+        .select_from(events)
+        .where(
+            events.c.customer_id == customer_id,
+            events.c.event_type == "offer_sent",
+            events.c.offer_id == offer_id,
+            events.c.timestamp >= since,
+        )
+        .scalar_subquery()
+    )
+    return decided + sent
 
 
 def _normalise_url(url: str | URL) -> URL:

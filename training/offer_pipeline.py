@@ -246,6 +246,27 @@ def train_next_offer(
     return OfferTrainingResult(model, chosen, reports, oracle, metrics, report_path, run)
 
 
+def active_population(
+    customers: pd.DataFrame,
+    events: pd.DataFrame,
+    offers: list[Offer],
+    as_of: pd.Timestamp,
+    *,
+    horizon_days: int,
+    ids: pd.Series | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and eligible actions at `as_of` of the customers active then (all, or `ids`),
+    both indexed by customer id: the population a campaign or an evaluation scores."""
+    ids = customers["customer_id"] if ids is None else ids
+    entities = pd.DataFrame({"customer_id": ids.to_numpy(), "cutoff": as_of})
+    x = _feature_frame(build_features(events, customers, entities))
+    active = active_at_cutoff(x, horizon_days).to_numpy()
+    ids = pd.Series(ids.to_numpy()[active])
+    x = x[active].set_axis(ids.to_numpy())
+    rules = eligibility(profiles(customers, ids, pd.Series(as_of, index=ids.index)), offers)
+    return x, rules.set_axis(ids.to_numpy())
+
+
 def evaluate_against_truth(
     model: NextOfferModel,
     customers: pd.DataFrame,
@@ -259,16 +280,15 @@ def evaluate_against_truth(
 ) -> dict[str, float | str]:
     """Share of the oracle's true net value that the learned policy captures at `as_of`,
     over the customers active then (the ones Retain scores)."""
-    ids = pd.Series(truth["customer_id"].unique())
-    entities = pd.DataFrame({"customer_id": ids, "cutoff": as_of})
-    x = _feature_frame(build_features(events, customers, entities))
-    active = active_at_cutoff(x, horizon_days).to_numpy()
-    ids, x = ids[active].reset_index(drop=True), x[active]
-    x.index = ids.to_numpy()
+    x, rules = active_population(
+        customers,
+        events,
+        offers,
+        as_of,
+        horizon_days=horizon_days,
+        ids=pd.Series(truth["customer_id"].unique()),
+    )
     values = model.values(x, pd.Series(clv(x), index=x.index).clip(lower=0), offers)
-    at = pd.Series(as_of, index=ids.index)
-    rules = eligibility(profiles(customers, ids, at), offers)
-    rules.index = ids.to_numpy()
     chosen = best_actions(values, rules[values.columns])
     return oracle_comparison(chosen, truth, rules)
 

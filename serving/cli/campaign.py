@@ -8,7 +8,6 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from features.engine import build_features
 from features.settings import get_settings
 from serving.cli.common import console, exit_on_bad_input
 from serving.cli.data import load_from_options
@@ -31,9 +30,8 @@ def campaign(
     show: Annotated[int, typer.Option(help="Rows to print.")] = 10,
 ) -> None:
     """Choose customers and offers maximising total expected net value under a budget."""
-    from training.next_offer import active_at_cutoff
-    from training.offer_pipeline import profiles
-    from training.policy import eligibility, expected_costs, plan_campaign
+    from training.offer_pipeline import active_population
+    from training.policy import expected_costs, plan_campaign
     from training.registry import load_champion
 
     settings = get_settings()
@@ -57,18 +55,16 @@ def campaign(
         else dataset.events["timestamp"].max().normalize() + pd.Timedelta(days=1)
     )
 
-    entities = pd.DataFrame({"customer_id": dataset.customers["customer_id"], "cutoff": when})
-    features = build_features(dataset.events, dataset.customers, entities)
-    x = features.drop(columns=["customer_id", "cutoff"])
-    active = active_at_cutoff(x, settings.churn_horizon_days).to_numpy()
-    ids = features["customer_id"][active].reset_index(drop=True)
-    x = x[active].set_axis(ids.to_numpy())
+    x, rules = active_population(
+        dataset.customers,
+        dataset.events,
+        dataset.offers,
+        when,
+        horizon_days=settings.churn_horizon_days,
+    )
     clv = pd.Series(clv_model.predict(x), index=x.index).clip(lower=0)
     values = policy.values(x, clv, dataset.offers)
     costs = expected_costs(policy.redeem_probabilities(x), dataset.offers)
-    rules = eligibility(
-        profiles(dataset.customers, ids, pd.Series(when, index=ids.index)), dataset.offers
-    ).set_axis(ids.to_numpy())
     plan = plan_campaign(
         values, costs, rules[values.columns], budget=budget, offer_limits=offer_limits
     )
@@ -77,7 +73,7 @@ def campaign(
     target.parent.mkdir(parents=True, exist_ok=True)
     plan.allocation.to_csv(target, index=False)
     console.print(
-        f"campaign of {when.date()} over {len(ids):,} active customers, budget {budget:,.0f}"
+        f"campaign of {when.date()} over {len(x):,} active customers, budget {budget:,.0f}"
     )
     console.print(plan.allocation.head(show).round(2).to_string(index=False))
     mix = plan.allocation["offer_id"].value_counts().to_dict()

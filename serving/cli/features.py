@@ -31,10 +31,14 @@ def default_panel_path() -> Path:
     return get_settings().data_dir / "panel.parquet"
 
 
+CUTOFFS_PER_SCAN = 6
+
+
 def panel_from_dataset(
     dataset: Dataset, *, cutoffs: int, horizon_days: int, engine_name: str = "duckdb"
 ) -> pd.DataFrame:
-    """Build the panel cutoff by cutoff, so long builds show progress."""
+    """Build the panel a few cutoffs at a time: one scan serves a whole batch of cutoffs, and
+    the batches let long builds show progress."""
     engine: Engine | None = None
     if engine_name == "spark":
         from pyspark.sql import SparkSession
@@ -53,17 +57,18 @@ def panel_from_dataset(
     ]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("building panel", total=len(stamps))
-        for cutoff in stamps:
+        for start in range(0, len(stamps), CUTOFFS_PER_SCAN):
+            batch = stamps[start : start + CUTOFFS_PER_SCAN]
             parts.append(
                 build_panel(
                     dataset.events,
                     dataset.customers,
-                    [cutoff],
+                    batch,
                     horizon_days=horizon_days,
                     engine=engine,
                 )
             )
-            progress.advance(task)
+            progress.advance(task, len(batch))
     return pd.concat(parts, ignore_index=True)
 
 
