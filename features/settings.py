@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     kpi_cache_seconds: float = Field(
         900.0, ge=0, description="Recompute the KPIs at most this often."
     )
+    # --- drift monitoring (`retain monitor`) -----------------------------------------------------
+    drift_warning_psi: float = Field(
+        0.1, gt=0, description="PSI from which a feature's drift is a warning."
+    )
+    drift_critical_psi: float = Field(
+        0.25, gt=0, description="PSI from which a feature's drift is critical."
+    )
+    drift_bins: int = Field(
+        10, ge=2, le=100, description="Quantile bins of the training data per numeric feature."
+    )
 
 
 @lru_cache
