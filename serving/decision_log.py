@@ -11,20 +11,15 @@ decision is committed, exactly as with `record_decision`, and the stored rows ar
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import threading
 import time
-import uuid
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Final
 
-import pandas as pd
 import sqlalchemy as sa
 
-from serving.store import Decision, Store, _dumps, _float_or_none, _to_db_time, decisions
+from serving.store import Decision, Store, decisions
 
 MAX_BATCH: Final = 256
 LOCK_RETRY_SECONDS: Final = 0.0005  # SQLite: poll the write lock this often while it is held
@@ -53,34 +48,6 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
-
-
-def new_decision(
-    *,
-    customer_id: str,
-    offer_id: str,
-    model_version: str,
-    propensity: float | None,
-    expected_value: float | None,
-    context: Mapping[str, Any],
-    candidates: Sequence[Mapping[str, Any]],
-    created_at: datetime | pd.Timestamp,
-) -> Decision:
-    """The decision as `Store.record_decision` would store it (same checks and conversions)."""
-    checked = _float_or_none(propensity)
-    if checked is not None and not 0 < checked <= 1:
-        raise ValueError(f"propensity {checked} not in (0, 1]")
-    return Decision(
-        decision_id=uuid.uuid4().hex,
-        customer_id=customer_id,
-        created_at=_to_db_time(created_at),
-        offer_id=offer_id,
-        propensity=checked,
-        expected_value=_float_or_none(expected_value),
-        model_version=model_version,
-        context=json.loads(_dumps(dict(context))),
-        candidates=json.loads(_dumps([dict(c) for c in candidates])),
-    )
 
 
 class DecisionLog:

@@ -30,13 +30,10 @@ from typing import Any, Final
 import pandas as pd
 import sqlalchemy as sa
 
-from features.contract import EVENT_COLUMNS
 from features.engine import DuckDBEngine, build_features
 from features.panel import online_features
 from serving.store import (
-    _EVENT_DTYPES,
     Store,
-    _frame,
     contact_count,
     customers,
     decisions,
@@ -96,29 +93,6 @@ def signatures(store: Store, ids: Sequence[str]) -> dict[str, Signature]:
         values = tuple(row)
         out[str(values[0])] = (int(values[-1]), values[:-1])
     return out
-
-
-def all_customer_ids(store: Store) -> list[str]:
-    with store.engine.connect() as conn:
-        query = sa.select(customers.c.customer_id).order_by(customers.c.customer_id)
-        return [str(i) for i in conn.execute(query).scalars()]
-
-
-def events_frame(
-    store: Store, ids: Sequence[str] | None = None, columns: Sequence[str] = EVENT_COLUMNS
-) -> pd.DataFrame:
-    """Events of many customers (all when `ids` is None), typed exactly as `Store.events_of`."""
-    selected = [events.c[name] for name in columns]
-    order = (events.c.customer_id, events.c.timestamp, events.c.event_id)
-    rows: list[tuple[Any, ...]] = []
-    with store.engine.connect() as conn:
-        if ids is None:
-            rows = [tuple(r) for r in conn.execute(sa.select(*selected).order_by(*order))]
-        else:
-            for chunk in _chunks(list(dict.fromkeys(ids)), _IN_CHUNK):
-                query = sa.select(*selected).where(events.c.customer_id.in_(chunk)).order_by(*order)
-                rows.extend(tuple(r) for r in conn.execute(query))
-    return _frame(rows, {name: _EVENT_DTYPES[name] for name in columns})
 
 
 def _recent_contacts_query() -> sa.Select[Any]:
@@ -343,7 +317,7 @@ class FeatureCache:
             as_of = utc_now()
             features = online_features(event_rows, customer_rows, as_of, engine=self.engine)
         else:
-            event_rows = events_frame(self.store, ids)
+            event_rows = self.store.events_frame(ids)
             customer_rows = self.store.customers_frame(ids)
             as_of = utc_now()
             entities = pd.DataFrame({"customer_id": customer_rows["customer_id"], "cutoff": as_of})
@@ -385,7 +359,7 @@ class FeatureCache:
         after_round: Callable[[], None] | None = None,
     ) -> None:
         """Recompute every customer's row, chunk by chunk (stops early when asked to)."""
-        ids = all_customer_ids(self.store)
+        ids = self.store.customer_ids()
         self.status.running = True
         self.status.customers_total = len(ids)
         self.status.customers_done = 0
@@ -449,8 +423,6 @@ __all__ = [
     "Entry",
     "FeatureBlock",
     "FeatureCache",
-    "all_customer_ids",
-    "events_frame",
     "recent_contacts",
     "recent_contacts_frame",
     "signatures",

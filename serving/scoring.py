@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -38,13 +38,12 @@ from features.contract import DEFAULT_LANGUAGE, NO_OFFER
 from features.definitions import CHURN_FEATURES_V1
 from features.offers import Offer
 from features.settings import Settings
-from serving.decision_log import DecisionLog, new_decision
+from serving.decision_log import DecisionLog
 from serving.models import CHURN, CLV, NEXT_OFFER, ModelHolder, ModelSet, ReloadSignal
 from serving.online import (
     Entry,
     FeatureBlock,
     FeatureCache,
-    events_frame,
     recent_contacts,
     signature_and_contacts,
     utc_now,
@@ -61,12 +60,13 @@ from serving.schemas import (
     RecommendIn,
     RiskBand,
 )
-from serving.store import Decision, Store
+from serving.store import Decision, Store, new_decision
 from training.encoding import BIAS
 from training.policy import best_actions, eligibility
 from training.reasons import reason_codes
 
 log = logging.getLogger("retain.serving.scoring")
+T = TypeVar("T")
 
 TOP_REASONS: Final = 3
 CONTACT_WINDOW_DAYS: Final = 30  # the catalog's `max_per_customer_30d`
@@ -472,7 +472,7 @@ class KpiCache:
 
             customers = self.store.customers_frame()
             columns = ("customer_id", "timestamp", "event_type", "amount", "score")
-            events = events_frame(self.store, None, columns)
+            events = self.store.events_frame(None, columns)
             table = kpis(customers, events, horizon_days=self.horizon_days)
             self._value = (time.monotonic(), utc_now(), table)
             return self._value[1], table
@@ -510,6 +510,15 @@ class ScoringService:
         self.decision_log = DecisionLog(store)
         self.reload_signal: ReloadSignal | None = None
         self.settle = False
+        # An embedded SQLite read takes ~0.1 ms, less than a hop to the thread pool; a network
+        # database's round trip would stall every request waiting on the event loop.
+        self._reads_inline = store.engine.dialect.name == "sqlite"
+
+    async def _read(self, read: Callable[..., T], *args: Any) -> T:
+        """A store read from a coroutine: inline on SQLite, in the thread pool otherwise."""
+        if self._reads_inline:
+            return read(*args)
+        return await run_in_threadpool(read, *args)
 
     # --- churn ---------------------------------------------------------------------------------
 
@@ -527,7 +536,7 @@ class ScoringService:
         costs more than the scoring itself), else in the thread pool."""
         models = self.models.current
         self._require_churn(models)
-        known, entry = self.cache.peek(customer_id)
+        known, entry = await self._read(self.cache.peek, customer_id)
         if not known:
             raise UnknownCustomer(customer_id)
         if entry is not None:
@@ -602,8 +611,12 @@ class ScoringService:
         models = self.models.current
         self._check_offers(models, request)
         now = utc_now()
-        signature, counts = signature_and_contacts(
-            self.store, request.customer_id, self._capped, _contacts_since(now)
+        signature, counts = await self._read(
+            signature_and_contacts,
+            self.store,
+            request.customer_id,
+            self._capped,
+            _contacts_since(now),
         )
         if signature is None:
             raise UnknownCustomer(request.customer_id)

@@ -286,6 +286,12 @@ class Store:
         record = frame.to_dict("records")[0]
         return {str(key): None if _is_missing(value) else value for key, value in record.items()}
 
+    def customer_ids(self) -> list[str]:
+        """Every stored customer id, in order."""
+        query = sa.select(customers.c.customer_id).order_by(customers.c.customer_id)
+        with self._read() as conn:
+            return [str(i) for i in conn.execute(query).scalars()]
+
     def known_customer_ids(self, ids: Iterable[str]) -> set[str]:
         """The subset of `ids` that the store holds."""
         found: set[str] = set()
@@ -336,6 +342,26 @@ class Store:
             rows = [tuple(row) for row in conn.execute(query)]
         return _frame(rows, _EVENT_DTYPES)
 
+    def events_frame(
+        self, ids: Iterable[str] | None = None, columns: Sequence[str] = EVENT_COLUMNS
+    ) -> pd.DataFrame:
+        """`columns` of the events of many customers (all when `ids` is None), typed as
+        `events_of` types them, ordered by customer, timestamp and id."""
+        selected = [events.c[name] for name in columns]
+        order = (events.c.customer_id, events.c.timestamp, events.c.event_id)
+        with self._read() as conn:
+            if ids is None:
+                rows = [tuple(r) for r in conn.execute(sa.select(*selected).order_by(*order))]
+            else:
+                rows = [
+                    tuple(r)
+                    for chunk in _chunked(_distinct_ids(ids), _IN_CHUNK)
+                    for r in conn.execute(
+                        sa.select(*selected).where(events.c.customer_id.in_(chunk)).order_by(*order)
+                    )
+                ]
+        return _frame(rows, {name: _EVENT_DTYPES[name] for name in columns})
+
     def load_dataset(self, dataset: Dataset, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> LoadResult:
         """Bulk-load a validated data set (customers, then events) in chunks of `chunk_size`.
 
@@ -381,20 +407,16 @@ class Store:
             ValueError: `propensity` is not in (0, 1].
             DuplicateDecision: `decision_id` is already recorded.
         """
-        propensity = _float_or_none(propensity)
-        if propensity is not None and not 0 < propensity <= 1:
-            raise ValueError(f"propensity {propensity} not in (0, 1]")
-        decision = Decision(
-            decision_id=decision_id if decision_id is not None else uuid.uuid4().hex,
+        decision = new_decision(
             customer_id=customer_id,
-            created_at=_to_db_time(created_at if created_at is not None else _utc_now()),
             offer_id=offer_id,
-            propensity=propensity,
-            expected_value=_float_or_none(expected_value),
             model_version=model_version,
-            # What a read gives back: JSON, with NaN and infinities as null.
-            context=json.loads(_dumps(dict(context or {}))),
-            candidates=json.loads(_dumps([dict(c) for c in candidates])),
+            propensity=propensity,
+            expected_value=expected_value,
+            context=context or {},
+            candidates=candidates,
+            created_at=created_at if created_at is not None else _utc_now(),
+            decision_id=decision_id,
         )
         statement = (
             self._insert(decisions)
@@ -557,6 +579,40 @@ class Store:
 
 
 # --- engine setup ------------------------------------------------------------------------------
+
+
+def new_decision(
+    *,
+    customer_id: str,
+    offer_id: str,
+    model_version: str,
+    propensity: float | None,
+    expected_value: float | None,
+    context: Mapping[str, Any],
+    candidates: Sequence[Mapping[str, Any]],
+    created_at: datetime | pd.Timestamp,
+    decision_id: str | None = None,
+) -> Decision:
+    """A decision exactly as the store keeps it (checked, times in UTC, JSON with NaN and
+    infinities as null), for writers that batch their inserts.
+
+    Raises:
+        ValueError: `propensity` is not in (0, 1].
+    """
+    checked = _float_or_none(propensity)
+    if checked is not None and not 0 < checked <= 1:
+        raise ValueError(f"propensity {checked} not in (0, 1]")
+    return Decision(
+        decision_id=decision_id if decision_id is not None else uuid.uuid4().hex,
+        customer_id=customer_id,
+        created_at=_to_db_time(created_at),
+        offer_id=offer_id,
+        propensity=checked,
+        expected_value=_float_or_none(expected_value),
+        model_version=model_version,
+        context=json.loads(_dumps(dict(context))),
+        candidates=json.loads(_dumps([dict(c) for c in candidates])),
+    )
 
 
 def contact_count(customer_id: Any, offer_id: Any, since: Any) -> sa.ColumnElement[int]:

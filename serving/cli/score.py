@@ -68,7 +68,7 @@ def score(
     from features.io import load_directory
     from features.panel import build_panel, split_columns
     from serving.models import ModelHolder, registry_loader
-    from serving.online import events_frame, recent_contacts_frame
+    from serving.online import recent_contacts_frame
     from serving.scoring import CONTACT_WINDOW_DAYS, score_customers, scores_root
     from serving.store import Store
 
@@ -98,7 +98,7 @@ def score(
 
             store = Store(settings.database_url)
             customers = store.customers_frame()
-            events = events_frame(store)
+            events = store.events_frame()
             offers = read_offers(settings.offers_path) if settings.offers_path else []
             if offers:
                 recent = recent_contacts_frame(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,15 @@ from serving.store import Store, metadata
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """URL of a fresh database `retain_test_<id>`, dropped when the session ends."""
+@contextmanager
+def throwaway_postgres_database(template: str | None = None) -> Iterator[str]:
+    """URL of a new database `retain_test_<id>` (a copy of `template` if given), dropped after."""
     name = f"retain_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = sa.create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
     except sa.exc.OperationalError as exc:
         admin.dispose()
         pytest.fail(
@@ -38,6 +40,13 @@ def postgres_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """URL of a fresh database, dropped when the session ends."""
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -66,3 +75,28 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     with Store.from_url(f"sqlite:///{tmp_path / 'retain.db'}") as opened:
         opened.create_all()
         yield opened
+
+
+@pytest.fixture(scope="session")
+def world_postgres_template() -> Iterator[str]:
+    """Name of a PostgreSQL database holding the scoring world's store (see scoring_world.py),
+    loaded once; each PostgreSQL scoring test gets a copy of it."""
+    from scoring_world import trained_world
+
+    with throwaway_postgres_database() as url:
+        with Store.from_url(url) as loaded:
+            loaded.create_all()
+            loaded.load_dataset(trained_world().dataset)
+        yield sa.make_url(url).database or ""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def world_store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Settings overrides that put a scoring test's store on each backend: none on SQLite (the
+    world's settings copy its SQLite file), a fresh copy of the loaded database on PostgreSQL."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    template: str = request.getfixturevalue("world_postgres_template")
+    with throwaway_postgres_database(template=template) as url:
+        yield {"database_url": url}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,9 +22,10 @@ PURCHASE = {
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def client(database_url: str) -> Iterator[TestClient]:
+    """A service on an empty store, on SQLite and on PostgreSQL (conftest.py)."""
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'retain.db'}",
+        database_url=database_url,
         api_keys=[ApiKey(name=scope, key=key, scopes=[scope]) for scope, key in KEYS.items()],
         max_request_bytes=20_000,
     )

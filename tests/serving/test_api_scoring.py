@@ -27,10 +27,10 @@ from features.engine import build_features
 from features.offers import Offer
 from features.settings import get_settings
 from serving.cli import app as cli
-from serving.decision_log import DecisionLog, new_decision
+from serving.decision_log import DecisionLog
 from serving.online import recent_contacts, signature_and_contacts, signatures, utc_now
 from serving.scoring import ScoringService, _isotonic, _under_caps, epsilon_greedy, profiles
-from serving.store import Store
+from serving.store import Store, new_decision
 from training.kpis import kpis
 from training.policy import eligibility, exploration_probabilities, explore
 from training.reasons import reason_codes
@@ -45,8 +45,9 @@ def world() -> World:
 
 
 @pytest.fixture
-def client(world: World, tmp_path: Path) -> Iterator[TestClient]:
-    with client_for(world.settings(tmp_path)) as test_client:
+def client(world: World, world_store: dict[str, str], tmp_path: Path) -> Iterator[TestClient]:
+    """A service on a fresh copy of the world's store, on SQLite and on PostgreSQL."""
+    with client_for(world.settings(tmp_path, **world_store)) as test_client:
         yield test_client
 
 
