@@ -393,3 +393,42 @@ class FeatureCacheStatus(BaseModel):
 class ServiceStatus(BaseModel):
     models: ModelsStatus
     features: FeatureCacheStatus
+
+
+# --- drift monitoring (`retain monitor`) --------------------------------------------------------
+
+DriftStatus = Literal["ok", "warning", "critical"]
+
+
+class FeatureDrift(BaseModel):
+    feature: str = Field(description="Feature name; `churn_risk` for the score.")
+    kind: Literal["numeric", "categorical", "score"]
+    psi: float = Field(ge=0, description="Population stability index, training -> current.")
+    status: DriftStatus
+    missing_reference: float = Field(description="Share of missing values in the training data.")
+    missing_current: float = Field(description="Share of missing values in the current data.")
+
+
+class DriftThresholds(BaseModel):
+    warning: float
+    critical: float
+
+
+class DriftReport(BaseModel):
+    """The latest `retain monitor` run: training data vs the customers active at `as_of`."""
+
+    status: DriftStatus = Field(description="The worst status over the score and the features.")
+    max_psi: float
+    as_of: date = Field(description="Date the current features were computed at.")
+    created_at: datetime = Field(description="When the monitoring run ran (UTC).")
+    model: str = Field(description="Registered model monitored, e.g. churn-risk.")
+    model_version: str
+    model_alias: str
+    reference_cutoffs: list[date] = Field(description="Training cutoffs of the model.")
+    n_reference: int = Field(description="Training rows compared.")
+    n_current: int = Field(description="Active customers compared.")
+    thresholds: DriftThresholds
+    counts: dict[DriftStatus, int] = Field(description="Features (score included) per status.")
+    score: FeatureDrift | None = Field(description="Drift of the churn-risk score distribution.")
+    features: list[FeatureDrift] = Field(description="Every feature, highest PSI first.")
+    mlflow_run_id: str | None = Field(description="The run in the `monitoring` experiment.")
