@@ -419,6 +419,9 @@ class DriftReport(BaseModel):
 
     status: DriftStatus = Field(description="The worst status over the score and the features.")
     max_psi: float
+    noise_floor: float = Field(
+        description="PSI a decile-binned feature shows from sampling alone, with no drift."
+    )
     as_of: date = Field(description="Date the current features were computed at.")
     created_at: datetime = Field(description="When the monitoring run ran (UTC).")
     model: str = Field(description="Registered model monitored, e.g. churn-risk.")

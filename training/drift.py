@@ -166,6 +166,16 @@ class DriftResult:
         """The largest PSI over the features and the score (0 with nothing compared)."""
         return max((d.psi for d in self.compared), default=0.0)
 
+    @property
+    def noise_floor(self) -> float:
+        """PSI expected from sampling alone, with no drift, for a feature with `bins` bins.
+
+        Two samples of n and m rows from one distribution give, on average,
+        PSI ~ (bins - 1) * (1/n + 1/m) (the chi-square approximation of PSI); a PSI near this
+        value is noise, not drift. Few current rows raise it.
+        """
+        return (self.bins - 1) * (1 / self.n_reference + 1 / self.n_current)
+
     def counts(self) -> dict[Status, int]:
         """How many features (score included) have each status."""
         return {s: sum(d.status == s for d in self.compared) for s in STATUSES}
@@ -206,6 +216,7 @@ class DriftResult:
             },
             "bins": self.bins,
             "epsilon": self.epsilon,
+            "noise_floor": self.noise_floor,
             "n_reference": self.n_reference,
             "n_current": self.n_current,
             "score": None if self.score is None else self.score.to_dict(),
@@ -625,6 +636,8 @@ def drift_report(
         f"- thresholds: warning from PSI {limits.warning:g}, critical from {limits.critical:g}",
         f"- bins: {result.bins} reference quantiles per numeric feature (ties merged), one per "
         f"category, missing values apart; empty bins count as a share of {result.epsilon:g}",
+        f"- sampling noise: with these row counts a feature that has not drifted shows a PSI of "
+        f"about {result.noise_floor:.3f} on average (chi-square approximation)",
         "",
     ]
     if figure:

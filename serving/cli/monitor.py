@@ -390,7 +390,8 @@ def monitor(
     style = _STYLE[result.status]
     console.print(
         f"drift [{style}]{result.status}[/] (max PSI {result.max_psi:.3f}; "
-        f"{counts['critical']} critical, {counts['warning']} warning) for {MODEL_NAME} "
+        f"{counts['critical']} critical, {counts['warning']} warning; sampling noise alone "
+        f"~{result.noise_floor:.3f}) for {MODEL_NAME} "
         f"v{model.version}: {len(reference):,} training rows vs {len(current):,} active at "
         f"{cutoff.date()} in {time.perf_counter() - started:.1f}s -> {run_dir / REPORT_MD}"
     )

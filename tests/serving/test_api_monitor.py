@@ -109,6 +109,7 @@ def test_get_drift_returns_the_latest_run(client: TestClient, settings: Settings
     assert body["mlflow_run_id"] == "monitoring-3"
     assert body["status"] == shifted.status == "critical"
     assert body["max_psi"] == pytest.approx(shifted.max_psi)
+    assert body["noise_floor"] == pytest.approx(shifted.noise_floor)
     assert body["thresholds"] == {"warning": 0.1, "critical": 0.25}
     assert [f["feature"] for f in body["features"]] == [d.feature for d in shifted.features]
     tenure = next(f for f in body["features"] if f["feature"] == "tenure_days")

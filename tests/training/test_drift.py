@@ -98,6 +98,17 @@ def test_numeric_psi_sees_a_change_of_spread() -> None:
     assert numeric_drift("x", normal(0, 1, seed=1), normal(0, 2, seed=2)).status == CRITICAL
 
 
+def test_noise_floor_predicts_the_psi_of_undrifted_samples() -> None:
+    rng = np.random.default_rng(0)
+    values = [
+        numeric_drift("x", rng.normal(size=2000), rng.normal(size=200)).psi for _ in range(100)
+    ]
+    reference = pd.DataFrame({"x": rng.normal(size=2000)})
+    floor = compare_frames(reference, reference.head(200), features=["x"]).noise_floor
+    assert floor == pytest.approx(9 * (1 / 2000 + 1 / 200))
+    assert np.mean(values) == pytest.approx(floor, rel=0.25)
+
+
 def test_quantile_edges_merge_ties_and_end_at_the_maximum() -> None:
     counts = np.array([0] * 70 + [1] * 15 + [2] * 14 + [7])
     edges = quantile_edges(counts, bins=10)
