@@ -254,6 +254,7 @@ def monitor(
     """Compare the latest features and churn scores with the champion's training data (PSI)."""
     from features.io import load_directory
     from features.panel import build_panel
+    from serving.models import check_model
     from serving.routes.monitor import monitor_root
     from training.drift import Thresholds, compare_frames
     from training.pipeline import data_fingerprint
@@ -277,6 +278,11 @@ def monitor(
         except LookupError as exc:
             console.print(f"[red]error[/]: {exc}; train churn first")
             raise typer.Exit(1) from None
+    try:
+        check_model(model)  # the current features are computed with the service's feature set
+    except ValueError as exc:
+        console.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(1) from None
     features = [str(c) for c in model.model.feature_names_in_]
     categorical = [str(c) for c in getattr(model.model, "categorical", ())]
 
