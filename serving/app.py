@@ -14,14 +14,14 @@ from features.io import read_offers
 from features.settings import Settings, get_settings
 from serving import errors
 from serving.models import ModelSet
-from serving.routes import admin, churn, decisions, events, health, kpis, offers
+from serving.routes import admin, churn, decisions, events, health, kpis, monitor, offers
 from serving.scoring import ScoringError, build_service, start_service, stop_service
 from serving.store import Store
 
 API_DESCRIPTION = """
 Churn risk with reasons, next best offers, and the feedback that keeps the policy learning.
 Every route but `/healthz`, `/readyz` and `/metrics` needs an `X-API-Key` with the right scope:
-`crm` (churn, at-risk, events), `marketing` (offers, outcomes), `admin` (reload).
+`crm` (churn, at-risk, events), `marketing` (offers, outcomes), `admin` (reload, status, drift).
 Errors are `application/problem+json`.
 """
 
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_exception_handler(ScoringError, _scoring_error)
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
-    for module in (health, events, decisions, churn, offers, kpis, admin):
+    for module in (health, events, decisions, churn, offers, kpis, admin, monitor):
         app.include_router(module.router)
     return app
 

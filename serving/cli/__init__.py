@@ -8,7 +8,7 @@ import warnings
 
 import typer
 
-from serving.cli import campaign, data, demo, score, serve, train
+from serving.cli import campaign, data, demo, monitor, score, serve, train
 
 app = typer.Typer(
     name="retain",
@@ -32,4 +32,5 @@ demo.register(app)
 train.register(app)
 campaign.register(app)
 score.register(app)
+monitor.register(app)
 serve.register(app)
