@@ -10,6 +10,10 @@ Conventions:
 - **Top decile** = the 10% of rows with the highest score (ceil(n / 10) rows; ties keep input
   order). Lift = churn rate in the top decile / overall churn rate; capture = share of all churners
   found in the top decile.
+- **Clear margin** over a baseline: the model's ROC-AUC and PR-AUC both exceed the baseline's by at
+  least `CLEAR_MARGIN` on the test fold, and the paired bootstrap 95 % interval of each difference
+  excludes 0 (`margin_over_baselines`). Paired: every resample draws the same rows for both scores,
+  so the row-to-row luck they share cancels out of the difference.
 - A group (e.g. language = "fr") gets metrics only if it has at least `min_rows` rows and both
   classes; otherwise its status says why it is n/a. A group is **flagged** when its ROC-AUC is more
   than `auc_gap` below the overall ROC-AUC.
@@ -35,6 +39,8 @@ from sklearn.metrics import (
 
 BinStrategy = Literal["quantile", "uniform"]
 GROUP_COLUMNS = ("language", "country", "segment")
+CLEAR_MARGIN = 0.02
+RANKING_METRICS = ("roc_auc", "pr_auc")
 _EPS = 1e-15
 
 
@@ -273,3 +279,134 @@ def regression_metrics(y_true: object, y_pred: object) -> dict[str, float]:
         "mean_actual": float(y.mean()),
         "mean_predicted": float(p.mean()),
     }
+
+
+def _resample_counts(rng: np.random.Generator, n: int, rounds: int) -> np.ndarray:
+    """(rounds, n): how often each row is drawn in each bootstrap resample of n rows."""
+    drawn = rng.integers(0, n, (rounds, n)) + n * np.arange(rounds)[:, None]
+    return np.bincount(drawn.ravel(), minlength=rounds * n).reshape(rounds, n).astype(float)
+
+
+def weighted_ranking_metrics(y_true: object, y_score: object, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC and PR-AUC (average precision) under many row weightings at once.
+
+    Scores are sorted once; tied scores form one threshold, as in scikit-learn, so each row of the
+    result equals `roc_auc_score` / `average_precision_score` with that row as `sample_weight`.
+
+    Args:
+        y_true: 0/1 labels, n rows.
+        y_score: Scores, n rows; higher means more likely positive.
+        weights: (rounds, n) non-negative row weights (bootstrap counts).
+
+    Returns:
+        (rounds, 2): ROC-AUC and PR-AUC per weighting; NaN where a class has no weight.
+    """
+    y, p = _as_arrays(y_true, y_score)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted, w_sorted = p[order], y[order] > 0.5, w[:, order]
+    starts = np.flatnonzero(np.r_[True, p_sorted[1:] != p_sorted[:-1]])
+    pos = np.add.reduceat(w_sorted * y_sorted, starts, axis=1)
+    neg = np.add.reduceat(w_sorted * ~y_sorted, starts, axis=1)
+    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    total_pos, total_neg = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # A positive beats every negative scored below it and half of those tied with it.
+        auc = (pos * (total_neg - fp + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)[:, 0]
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ap = (pos * precision).sum(axis=1) / total_pos[:, 0]
+    empty = (total_pos[:, 0] == 0) | (total_neg[:, 0] == 0)
+    return np.where(empty[:, None], np.nan, np.column_stack([auc, ap]))
+
+
+def paired_bootstrap(
+    y_true: object,
+    y_score: object,
+    y_baseline: object,
+    *,
+    rounds: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> pd.DataFrame:
+    """Paired bootstrap of the ROC-AUC and PR-AUC differences (score minus baseline).
+
+    Args:
+        y_true: 0/1 labels.
+        y_score: The model's scores.
+        y_baseline: The baseline's scores on the same rows.
+        rounds: Bootstrap resamples.
+        level: Coverage of the percentile interval.
+        seed: Seed of the resampling.
+        chunk: Resamples computed together (bounds memory at chunk x rows).
+
+    Returns:
+        One row per metric (`roc_auc`, `pr_auc`; index `metric`) with `model`, `baseline`,
+        `difference` (on the full test fold), `ci_low`, `ci_high` (percentile interval of the
+        resampled differences) and `share_not_better` (share of resamples with a difference <= 0).
+    """
+    y, p = _as_arrays(y_true, y_score)
+    _, b = _as_arrays(y_true, y_baseline)
+    if rounds < 1:
+        raise ValueError("rounds must be positive")
+    ones = np.ones((1, y.size))
+    full_model = weighted_ranking_metrics(y, p, ones)[0]
+    full_baseline = weighted_ranking_metrics(y, b, ones)[0]
+    rng = np.random.default_rng(seed)
+    differences = []
+    for start in range(0, rounds, chunk):
+        counts = _resample_counts(rng, y.size, min(chunk, rounds - start))
+        differences.append(
+            weighted_ranking_metrics(y, p, counts) - weighted_ranking_metrics(y, b, counts)
+        )
+    diff = np.concatenate(differences)
+    tail = (1.0 - level) / 2.0
+    low, high = np.nanquantile(diff, [tail, 1.0 - tail], axis=0)
+    return pd.DataFrame(
+        {
+            "model": full_model,
+            "baseline": full_baseline,
+            "difference": full_model - full_baseline,
+            "ci_low": low,
+            "ci_high": high,
+            "share_not_better": np.nanmean(diff <= 0, axis=0),
+        },
+        index=pd.Index(list(RANKING_METRICS), name="metric"),
+    )
+
+
+def margin_over_baselines(
+    y_true: object,
+    y_score: object,
+    baselines: dict[str, object],
+    *,
+    margin: float = CLEAR_MARGIN,
+    rounds: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The model's margin over each baseline, with paired bootstrap intervals.
+
+    Args:
+        y_true: 0/1 labels of the test fold.
+        y_score: The model's scores.
+        baselines: Baseline name -> its scores on the same rows.
+        margin: Smallest difference that counts as clear.
+        rounds: Bootstrap resamples.
+        level: Interval coverage.
+        seed: Seed of the resampling (the same resamples serve every baseline).
+
+    Returns:
+        One row per (baseline, metric) with the columns of `paired_bootstrap` and `clear`: the
+        difference is at least `margin` and the interval lies above 0.
+    """
+    parts = []
+    for name, scores in baselines.items():
+        table = paired_bootstrap(
+            y_true, y_score, scores, rounds=rounds, level=level, seed=seed
+        ).reset_index()
+        table.insert(0, "baseline_name", name)
+        parts.append(table)
+    out = pd.concat(parts, ignore_index=True)
+    out["clear"] = (out["difference"] >= margin) & (out["ci_low"] > 0)
+    return out

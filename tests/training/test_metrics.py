@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from training.metrics import (
     binary_metrics,
@@ -12,8 +13,11 @@ from training.metrics import (
     expected_calibration_error,
     group_metrics,
     lift_by_decile,
+    margin_over_baselines,
+    paired_bootstrap,
     regression_metrics,
     top_decile_lift,
+    weighted_ranking_metrics,
 )
 
 
@@ -122,3 +126,81 @@ def test_compute_regression_metrics_known_example() -> None:
     assert metrics["mae"] == pytest.approx(7.0 / 10)
     assert metrics["rmse"] == pytest.approx(math.sqrt(21.0 / 10))
     assert metrics["top_decile_capture"] == pytest.approx(30.0 / 40.0)
+
+
+def _scored(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and a score with ties (rounded), informative about the labels."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(int)
+    return y, np.round(rng.normal(y, 1.0), 1)
+
+
+def test_compute_weighted_ranking_metrics_match_sklearn_with_weights() -> None:
+    y, p = _scored(2_000, 3)
+    weights = np.random.default_rng(4).integers(0, 3, (3, y.size)).astype(float)
+
+    got = weighted_ranking_metrics(y, p, weights)
+
+    for row, w in zip(got, weights, strict=True):
+        assert row[0] == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+        assert row[1] == pytest.approx(average_precision_score(y, p, sample_weight=w), abs=1e-12)
+
+
+def test_compute_paired_bootstrap_interval_excludes_zero_for_better_score() -> None:
+    y, better = _scored(3_000, 5)
+    worse = better + np.random.default_rng(6).normal(0.0, 1.5, y.size)
+
+    table = paired_bootstrap(y, better, worse, rounds=300)
+
+    assert table.loc["roc_auc", "difference"] == pytest.approx(
+        roc_auc_score(y, better) - roc_auc_score(y, worse)
+    )
+    assert table.loc["pr_auc", "difference"] == pytest.approx(
+        average_precision_score(y, better) - average_precision_score(y, worse)
+    )
+    assert (table["ci_low"] > 0).all()
+    assert (table["ci_low"] < table["difference"]).all()
+    assert (table["difference"] < table["ci_high"]).all()
+
+
+def test_compute_paired_bootstrap_interval_covers_zero_for_equal_scores() -> None:
+    y, p = _scored(3_000, 7)
+    rng = np.random.default_rng(8)
+    # Two scores equally good: the same signal, each with its own noise.
+    a, b = p + rng.normal(0.0, 0.5, y.size), p + rng.normal(0.0, 0.5, y.size)
+
+    table = paired_bootstrap(y, a, b, rounds=300)
+
+    assert ((table["ci_low"] < 0) & (table["ci_high"] > 0)).all()
+
+
+def test_compute_paired_bootstrap_is_narrower_than_unpaired_spread() -> None:
+    # Pairing cancels the resampling luck both scores share: the difference's interval is much
+    # narrower than either AUC's own.
+    y, p = _scored(3_000, 9)
+    close = p + np.random.default_rng(10).normal(0.0, 0.3, y.size)
+    own = paired_bootstrap(y, p, np.zeros(y.size) + 0.5, rounds=300)
+    paired = paired_bootstrap(y, p, close, rounds=300)
+
+    own_width = own.loc["roc_auc", "ci_high"] - own.loc["roc_auc", "ci_low"]
+    paired_width = paired.loc["roc_auc", "ci_high"] - paired.loc["roc_auc", "ci_low"]
+    assert paired_width < 0.5 * own_width
+
+
+def test_flag_margin_over_baselines_clear_only_when_large_and_significant() -> None:
+    y, p = _scored(3_000, 11)
+    rng = np.random.default_rng(12)
+    baselines = {
+        "weak": p + rng.normal(0.0, 2.0, y.size),  # far worse
+        "twin": p + rng.normal(0.0, 0.05, y.size),  # as good
+    }
+
+    table = margin_over_baselines(y, p, baselines, rounds=200).set_index(
+        ["baseline_name", "metric"]
+    )
+
+    assert table.loc[("weak", "roc_auc"), "clear"]
+    assert table.loc[("weak", "pr_auc"), "clear"]
+    assert not table.loc[("twin", "roc_auc"), "clear"]
+    assert not table.loc[("twin", "pr_auc"), "clear"]
+    assert table.loc[("weak", "roc_auc"), "difference"] >= 0.02
