@@ -32,9 +32,11 @@ from training.churn import TUNABLE, ChurnModel, tune_churn_params
 from training.clv import TARGET_DAYS, AverageCLVBaseline, CLVModel, clv_baseline_columns
 from training.encoding import categorical_columns
 from training.metrics import (
+    CLEAR_MARGIN,
     GROUP_COLUMNS,
     binary_metrics,
     group_metrics,
+    margin_over_baselines,
     regression_metrics,
 )
 from training.plots import (
@@ -143,6 +145,8 @@ class ChurnEvaluation:
         categorical: Categorical features.
         horizon_days: H of the label.
         fingerprint: `data_fingerprint` of the panel.
+        margins: `metrics.margin_over_baselines` of the served model over "rfm" and "logistic"
+            (ROC-AUC and PR-AUC differences with paired bootstrap intervals, and `clear`).
     """
 
     model: ChurnModel
@@ -159,6 +163,7 @@ class ChurnEvaluation:
     categorical: list[str]
     horizon_days: int
     fingerprint: str
+    margins: pd.DataFrame = field(default_factory=pd.DataFrame)
     test_features: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
 
@@ -200,6 +205,8 @@ def evaluate_churn(
     group_columns: Sequence[str] = GROUP_COLUMNS,
     min_group_rows: int = 50,
     auc_gap: float = 0.05,
+    margin: float = CLEAR_MARGIN,
+    bootstrap_rounds: int = 1000,
     model_name: str = CHURN_MODEL_NAME,
     progress: Progress | None = None,
 ) -> ChurnEvaluation:
@@ -221,6 +228,8 @@ def evaluate_churn(
         group_columns: Columns to evaluate per group (those absent from the panel are skipped).
         min_group_rows: Fewest rows for a group to get metrics.
         auc_gap: Flag groups with ROC-AUC more than this below overall.
+        margin: Smallest ROC-AUC / PR-AUC difference over a baseline that counts as clear.
+        bootstrap_rounds: Paired bootstrap resamples of the test fold for the margins' intervals.
         model_name: Name shown in the report.
         progress: Called with a short message before each step.
 
@@ -280,6 +289,15 @@ def evaluate_churn(
     for name in ("rfm", "logistic"):
         other = group_metrics(folds.test, y_test, scores[name], **group_kw)
         groups[f"{name}_roc_auc"] = other["roc_auc"].to_numpy()
+    _say(progress, f"bootstrapping the margins over the baselines ({bootstrap_rounds} resamples)")
+    margins = margin_over_baselines(
+        y_test,
+        scores[MODEL],
+        {name: scores[name] for name in ("logistic", "rfm")},
+        margin=margin,
+        rounds=bootstrap_rounds,
+        seed=seed,
+    )
 
     _say(progress, "drawing figures")
     curves = {name: (y_test, scores[name]) for name in (MODEL, "rfm", "logistic")}
@@ -306,6 +324,8 @@ def evaluate_churn(
         data_fingerprint=fingerprint,
         auc_gap=auc_gap,
         top_features=list(importance.index[:5]),
+        margins=margins,
+        margin=margin,
     )
     used = {k: v for k, v in model.get_params().items() if k != "categorical"}
     return ChurnEvaluation(
@@ -323,6 +343,7 @@ def evaluate_churn(
         categorical=cats,
         horizon_days=horizon_days,
         fingerprint=fingerprint,
+        margins=margins,
         test_features=X_test,
     )
 
@@ -453,6 +474,7 @@ def write_artifacts(evaluation: ChurnEvaluation | ClvEvaluation, out_dir: Path) 
     evaluation.metrics.rename_axis("model").to_csv(out_dir / "metrics.csv")
     if isinstance(evaluation, ChurnEvaluation):
         evaluation.groups.to_csv(out_dir / "groups.csv", index=False)
+        evaluation.margins.to_csv(out_dir / "margins.csv", index=False)
     (out_dir / "features.json").write_text(
         json.dumps(
             {
@@ -498,8 +520,16 @@ def flatten_metrics(metrics: pd.DataFrame) -> dict[str, float]:
 
 
 def churn_metrics_to_log(evaluation: ChurnEvaluation) -> dict[str, float]:
-    """Flat MLflow metrics: `<model>.<metric>` and `group.<column>.<value>.<metric>`."""
+    """Flat MLflow metrics: `<model>.<metric>`, `group.<column>.<value>.<metric>` and
+    `margin.<baseline>.<metric>.<difference|ci_low|ci_high>` with `margin.clear` (1 when the
+    margin over every baseline is clear on both metrics)."""
     flat = flatten_metrics(evaluation.metrics)
+    for row in evaluation.margins.to_dict(orient="records"):
+        prefix = f"margin.{row['baseline_name']}.{row['metric']}"
+        for column in ("difference", "ci_low", "ci_high"):
+            flat[f"{prefix}.{column}"] = float(row[column])
+    if len(evaluation.margins):
+        flat["margin.clear"] = float(evaluation.margins["clear"].all())
     for row in evaluation.groups.to_dict(orient="records"):
         prefix = _metric_name(f"group.{row['group_column']}.{row['group']}")
         for metric in ("n", "roc_auc", "pr_auc", "brier", "ece", "flagged"):

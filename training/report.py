@@ -76,6 +76,25 @@ def _split_lines(split: TimeSplit, counts: Mapping[str, int]) -> list[str]:
     ]
 
 
+def _margin_lines(margins: pd.DataFrame, margin: float) -> list[str]:
+    clear = bool(margins["clear"].all())
+    shown = margins.rename(columns={"baseline_name": "over", "model": "served model"})
+    return [
+        "## Margin over the baselines (test fold, paired bootstrap)",
+        "",
+        markdown_table(shown, index=False),
+        "",
+        f"A margin is clear when the difference is at least {margin:.2f} and its 95 % interval "
+        "lies above 0; the interval comes from resampling the test rows, the same rows for both "
+        "scores. "
+        + (
+            "**The served model beats every baseline by a clear margin on ROC-AUC and PR-AUC.**"
+            if clear
+            else "**Not every margin is clear**: see the rows with `clear` False."
+        ),
+    ]
+
+
 def churn_report(
     *,
     model_name: str,
@@ -88,6 +107,8 @@ def churn_report(
     data_fingerprint: str,
     auc_gap: float,
     top_features: Sequence[str] = (),
+    margins: pd.DataFrame | None = None,
+    margin: float = 0.02,
 ) -> str:
     """The churn model's evaluation page.
 
@@ -102,6 +123,8 @@ def churn_report(
         data_fingerprint: Hash of the training panel.
         auc_gap: The group flagging threshold.
         top_features: Most important features, for the summary line.
+        margins: `metrics.margin_over_baselines` of the served model (None: no section).
+        margin: The difference that counts as clear, for the section's text.
 
     Returns:
         Markdown text.
@@ -132,6 +155,8 @@ def churn_report(
     ]
     if len(top_features):
         lines += ["", "Most important features (gain): " + ", ".join(top_features) + "."]
+    if margins is not None and len(margins):
+        lines += ["", *_margin_lines(margins, margin)]
     lines += [
         "",
         "## By group (test fold, model)",

@@ -55,9 +55,17 @@ def test_train_churn_lifecycle_versions_aliases_promotion(
     assert run.data.tags["test_cutoff"] == "2024-04-01"
     assert run.data.metrics["model.roc_auc"] > run.data.metrics["logistic.roc_auc"]
     assert "group.language.fr.roc_auc" in run.data.metrics
+    margin = run.data.metrics["margin.logistic.roc_auc.difference"]
+    assert run.data.metrics["margin.logistic.roc_auc.ci_low"] < margin
+    assert margin < run.data.metrics["margin.logistic.roc_auc.ci_high"]
+    assert run.data.metrics["margin.clear"] in (0.0, 1.0)
     assert run.data.params["horizon_days"] == "90"
     logged = {a.path for a in client.list_artifacts(first.run.run_id, "evaluation")}
-    assert {"evaluation/report.md", "evaluation/calibration.png"} <= logged
+    assert {
+        "evaluation/report.md",
+        "evaluation/calibration.png",
+        "evaluation/margins.csv",
+    } <= logged
     assert (tmp_path / "report1" / "roc.png").stat().st_size > 0
     # Artifacts live next to the temporary store, not in the settings' artifact root.
     assert (root / "mlruns" / "artifacts" / "churn-risk").is_dir()
