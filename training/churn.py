@@ -3,6 +3,10 @@
 The booster is fitted on the training fold only; the isotonic calibrator maps its raw probabilities
 to calibrated ones and is fitted on the later calibration fold, never on rows the booster saw (a
 booster's in-sample probabilities are over-confident, so calibrating on them would undo little).
+The calibrator is *centred* isotonic regression: plain isotonic regression is a step function whose
+flat steps tie hundreds of customers the booster had ranked apart (that cost the demo world's
+PR-AUC 0.02-0.03); joining the steps' centres by straight lines keeps the fit monotone and as well
+calibrated, and keeps the booster's order.
 Serving can score with `booster_` and `calibrator_` directly; `predict_proba` does exactly that.
 """
 
@@ -20,6 +24,34 @@ from sklearn.utils.validation import check_is_fitted
 from training.encoding import BoosterMixin, lgb_base_params
 
 TUNABLE = ("n_estimators", "learning_rate", "num_leaves", "min_child_samples", "reg_lambda")
+
+
+class CenteredIsotonicRegression(IsotonicRegression):  # type: ignore[misc]
+    """Isotonic regression whose steps are joined at their centres: strictly increasing between
+    the first and last step (flat only beyond them), so it breaks no ties the scores did not have.
+
+    Each step (a run of equal fitted values) becomes one point: the weighted mean of its inputs and
+    its fitted value; `X_min_` and `X_max_` keep the first and last values. `predict` and the
+    fitted interpolant `f_` (what serving calls) both use these points.
+    """
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CenteredIsotonicRegression:
+        super().fit(X, y, sample_weight)
+        x = np.asarray(X, dtype=float).ravel()
+        w = np.ones_like(x) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        order = np.argsort(x, kind="stable")
+        x, w = x[order], w[order]
+        fitted = np.asarray(super().predict(x), dtype=float)
+        starts = np.flatnonzero(np.r_[True, fitted[1:] != fitted[:-1]])
+        weight = np.add.reduceat(w, starts)
+        centres = np.add.reduceat(x * w, starts) / weight
+        values = fitted[starts]
+        xs = np.r_[self.X_min_, centres, self.X_max_]
+        ys = np.r_[values[0], values, values[-1]]
+        keep = np.r_[True, np.diff(xs) > 0]  # a step at an end already sits there
+        self.X_thresholds_, self.y_thresholds_ = xs[keep], ys[keep]
+        self._build_f(self.X_thresholds_, self.y_thresholds_)
+        return self
 
 
 class ChurnModel(BoosterMixin, ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -123,7 +155,7 @@ class ChurnModel(BoosterMixin, ClassifierMixin, BaseEstimator):  # type: ignore[
         # A calibration bin without a churner would say "0%": no finite fold supports that, so
         # probabilities stay within 1 / (n + 2) of 0 and 1 (Laplace's rule for an empty bin).
         floor = 1.0 / (y_cal.size + 2)
-        self.calibrator_ = IsotonicRegression(
+        self.calibrator_ = CenteredIsotonicRegression(
             y_min=floor, y_max=1.0 - floor, out_of_bounds="clip"
         ).fit(raw_cal, y_cal)
         return self

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from conftest import CATEGORICAL, FEATURES, true_churn_logit
 from sklearn.exceptions import NotFittedError
+from sklearn.isotonic import IsotonicRegression
 
-from training.churn import TUNABLE, ChurnModel, tune_churn_params
+from training.churn import TUNABLE, CenteredIsotonicRegression, ChurnModel, tune_churn_params
 from training.pipeline import ChurnEvaluation, evaluate_churn
 from training.split import split_panel, time_split
 
@@ -73,6 +74,25 @@ def test_calibrate_overfit_booster_reduces_calibration_error(folds) -> None:  # 
 
     assert raw > 0.10
     assert calibrated < raw / 2
+
+
+def test_calibrate_centred_isotonic_keeps_order_and_calibration() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.0, 1.0, 5_000)
+    y = (rng.random(raw.size) < raw**2).astype(float)  # raw over-states risk
+    plain = IsotonicRegression(out_of_bounds="clip").fit(raw, y)
+    centred = CenteredIsotonicRegression(out_of_bounds="clip").fit(raw, y)
+    first, last = centred.X_thresholds_[1], centred.X_thresholds_[-2]  # the outer steps' centres
+    inside = np.sort(rng.uniform(first, last, 2_000))
+
+    p = centred.predict(inside)
+
+    assert np.all(np.diff(p) > 0)  # no ties where the scores had none ...
+    assert np.unique(plain.predict(inside)).size < 0.2 * inside.size  # ... unlike the steps
+    assert np.abs(p - inside**2).max() < 0.06
+    assert centred.predict(raw).mean() == pytest.approx(y.mean(), abs=0.01)
+    clipped = np.clip(inside, centred.X_min_, centred.X_max_)
+    np.testing.assert_array_equal(centred.f_(clipped), p)  # the serving hot path
 
 
 def test_predict_proba_never_exactly_zero_or_one(evaluation: ChurnEvaluation, folds) -> None:  # type: ignore[no-untyped-def]
@@ -155,3 +175,22 @@ def test_build_churn_report_lists_models_groups_and_figures(evaluation: ChurnEva
         assert f"]({figure})" in report
     assert "| language | fr |" in report
     assert "test cutoff 2024-04-01" in report
+    assert "## Margin over the baselines" in report
+    assert "| logistic | roc_auc |" in report
+
+
+def test_compute_margins_over_baselines_clear_on_nonlinear_signal(
+    evaluation: ChurnEvaluation,
+) -> None:
+    margins = evaluation.margins.set_index(["baseline_name", "metric"])
+    metrics = evaluation.metrics
+
+    assert set(margins.index) == {
+        (name, metric) for name in ("logistic", "rfm") for metric in ("roc_auc", "pr_auc")
+    }
+    for name in ("logistic", "rfm"):
+        difference = metrics.loc["model", "roc_auc"] - metrics.loc[name, "roc_auc"]
+        assert margins.loc[(name, "roc_auc"), "difference"] == pytest.approx(difference)
+    assert (margins["ci_low"] < margins["difference"]).all()
+    assert (margins["difference"] < margins["ci_high"]).all()
+    assert margins.loc[("logistic", "roc_auc"), "clear"]  # the signal is built of interactions
