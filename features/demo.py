@@ -83,10 +83,22 @@ PRICE_SENSITIVITY_BASKET = 40.0  # below this basket, customers lean price-sensi
 PREMIUM_BASKET = 80.0  # above this, a discount feels cheap
 
 # --- churn: weekly hazard = sigmoid(log-odds) x offer multipliers ------------------------------
-HAZARD_LOGIT = -5.6  # about 0.4 % a week for an average settled customer
-HAZARD_ENGAGEMENT = 2.2  # falling engagement shows as falling frequency and growing recency
+# Real churn is not additive in what the business sees (docs/demo-world.md, "Churn"): it jumps
+# once a customer buys at well under their own usual pace, gathers at renewal moments, grows
+# with the time a complaint stays unresolved, and the drivers weigh differently by segment.
+HAZARD_LOGIT = -6.4  # about 0.17 % a week for an average settled customer
+HAZARD_ENGAGEMENT = np.array([2.2, 1.4, 3.0])  # by segment: students drift off, business stays
+ENGAGEMENT_SATURATION = 0.2  # engagement above this protects no further
+HAZARD_LAPSE = 2.0  # a jump once buying at under half the customer's own usual pace ...
+LAPSE_ENGAGEMENT = -0.7  # ... i.e. engagement below log(0.5)
+LAPSE_WIDTH = 0.1  # how sharp the jump is
 HAZARD_SATISFACTION = 1.0  # low satisfaction shows in NPS / CSAT answers
-HAZARD_OPEN_COMPLAINT = 0.8  # on top of the satisfaction it costs
+HAZARD_UNRESOLVED = 2.0  # an open complaint, in full once it has waited COMPLAINT_PATIENCE_WEEKS
+COMPLAINT_PATIENCE_WEEKS = 8.0  # a complaint fixed within days costs almost nothing
+HAZARD_RENEWAL = np.array([3.5, 4.0, 3.0])  # by segment, in the weeks before each anniversary
+RENEWAL_WEEKS = 3.0  # the yearly renewal is decided in the last weeks before the anniversary
+RENEWAL_DISENGAGED = 3.0  # per unit of engagement below 0: who uses it less renews less
+WEEKS_PER_YEAR = 365.25 / 7
 HAZARD_NEW_CUSTOMER = 0.8  # early-life churn, fading over NEW_CUSTOMER_WEEKS
 NEW_CUSTOMER_WEEKS = 13.0
 HAZARD_LOYAL = -0.3
@@ -513,6 +525,7 @@ class _Latent:
     fading: np.ndarray  # drifting away
     complaints: np.ndarray  # recent-complaints level
     resolve_us: np.ndarray  # resolution time of the current complaint (0: none, NEVER_US)
+    opened_us: np.ndarray  # when the current (or last) complaint case was opened
     loyal: np.ndarray
 
     def take(self, idx: np.ndarray) -> _Latent:
@@ -547,6 +560,7 @@ def _initial_state(rng: np.random.Generator, people: _People, clock: _Clock) -> 
             fading=before & (rng.random(n) < FADING_BEFORE_WINDOW),
             complaints=np.zeros(n),
             resolve_us=np.zeros(n, np.int64),
+            opened_us=np.zeros(n, np.int64),
             loyal=before & (rng.random(n) < LOYAL_BEFORE_WINDOW),
         ),
         alive=np.ones(n, bool),
@@ -574,16 +588,33 @@ def _satisfaction(people: _People, latent: _Latent, open_complaint: np.ndarray) 
 def _hazard(people: _People, latent: _Latent, at_us: int, open_complaint: np.ndarray) -> np.ndarray:
     """Weekly churn hazard without offer effects."""
     tenure_weeks = np.maximum(at_us - people.signup_us, 0) / WEEK_US
+    engagement = np.minimum(latent.engagement, ENGAGEMENT_SATURATION)
+    lapsed = 1.0 / (1.0 + np.exp((latent.engagement - LAPSE_ENGAGEMENT) / LAPSE_WIDTH))
+    waited_weeks = np.where(open_complaint, (at_us - latent.opened_us) / WEEK_US, 0.0)
+    unresolved = np.clip(waited_weeks / COMPLAINT_PATIENCE_WEEKS, 0.0, 1.0)
+    renewal = _renewal_due(people, at_us)
     log_odds = (
         HAZARD_LOGIT
         + people.base_risk
-        - HAZARD_ENGAGEMENT * latent.engagement
-        - HAZARD_SATISFACTION * _satisfaction(people, latent, open_complaint)
-        + HAZARD_OPEN_COMPLAINT * open_complaint
+        - HAZARD_ENGAGEMENT[people.segment] * engagement
+        + HAZARD_LAPSE * lapsed
+        # The open complaint's cost to satisfaction is counted by `unresolved` instead.
+        - HAZARD_SATISFACTION * _satisfaction(people, latent, np.zeros_like(open_complaint))
+        + HAZARD_UNRESOLVED * unresolved
+        + (HAZARD_RENEWAL[people.segment] + RENEWAL_DISENGAGED * np.maximum(-engagement, 0))
+        * renewal
         + HAZARD_NEW_CUSTOMER * np.exp(-tenure_weeks / NEW_CUSTOMER_WEEKS)
         + HAZARD_LOYAL * latent.loyal
     )
     return 1.0 / (1.0 + np.exp(-log_odds))
+
+
+def _renewal_due(people: _People, at_us: int) -> np.ndarray:
+    """In the last RENEWAL_WEEKS before a signup anniversary: leaving now means not renewing,
+    which the customer does with an explicit cancellation."""
+    tenure_weeks = np.maximum(at_us - people.signup_us, 0) / WEEK_US
+    to_anniversary = WEEKS_PER_YEAR - tenure_weeks % WEEKS_PER_YEAR
+    return (tenure_weeks >= WEEKS_PER_YEAR - RENEWAL_WEEKS) & (to_anniversary <= RENEWAL_WEEKS)
 
 
 def _purchase_rate(people: _People, latent: _Latent, at_us: int) -> np.ndarray:
@@ -630,6 +661,7 @@ def _step_latent(
     new_complaint = complaint & (complaint_us >= latent.resolve_us)
     delay = _resolution_delay_us(rng, (int(new_complaint.sum()),))
     latent.resolve_us[new_complaint] = complaint_us[new_complaint] + delay
+    latent.opened_us[new_complaint] = complaint_us[new_complaint]
     latent.complaints = COMPLAINT_MEMORY * latent.complaints + complaint
 
     joined, joined_us = draw(LOYALTY_JOIN_PER_WEEK * np.exp(0.5 * latent.engagement))
@@ -939,7 +971,7 @@ def _churn(
     at_us = np.maximum(at_us, people.signup_us[churns] + EVENT_DAY_STARTS_H * HOUR_US)
     state.alive[churns] = False
     state.churn_us[churns] = at_us
-    cancels = people.cancels[churns]
+    cancels = people.cancels[churns] | _renewal_due(people.take(churns), week_start)
     state.cancelled[churns[cancels]] = True
     log.add(
         "cancellation",
@@ -1114,7 +1146,8 @@ def _ground_truth(
                 # Churn at a uniform moment u of the counted part: retained only without a
                 # cancellation and with a purchase before u.
                 none_before = np.exp(-purchases) * _mean_exp(expected)
-                retained += alive * hazard * w * ~cancels * (1 - none_before)
+                explicit = cancels | _renewal_due(part, week_start)
+                retained += alive * hazard * w * ~explicit * (1 - none_before)
                 purchases = purchases + expected
                 if k == len(label_weights) - 1:
                     retained += alive * (1 - hazard * w) * (1 - np.exp(-purchases))

@@ -261,6 +261,68 @@ def test_churn_follows_its_documented_drivers(world: DemoWorld, driver: str, lif
     assert pooled.loc[has, "churned"].mean() > pooled.loc[~has, "churned"].mean() + lift
 
 
+YEAR = pd.Timedelta(days=365.25)
+
+
+def weeks_to_anniversary(moment: pd.Series | pd.Timestamp, signup: pd.Series) -> pd.Series:
+    tenure = moment - signup
+    return (YEAR - tenure % YEAR) / pd.Timedelta(weeks=1)
+
+
+def test_cancellations_gather_in_the_renewal_weeks(world: DemoWorld) -> None:
+    events = world.events
+    cancelled = events[events["event_type"] == "cancellation"].merge(
+        world.customers[["customer_id", "signup_date"]], on="customer_id"
+    )
+    tenure = cancelled["timestamp"] - cancelled["signup_date"]
+    due = (tenure >= YEAR - pd.Timedelta(weeks=demo.RENEWAL_WEEKS)) & (
+        weeks_to_anniversary(cancelled["timestamp"], cancelled["signup_date"]) <= demo.RENEWAL_WEEKS
+    )
+
+    assert len(cancelled) > 300
+    assert due.mean() > 0.4  # 3 weeks of 52: 6 % if churn ignored the calendar
+
+
+@pytest.fixture(scope="module")
+def quarterly_labels(world: DemoWorld) -> pd.DataFrame:
+    """Labels at quarterly cutoffs with the renewal and complaint state at each cutoff."""
+    parts = []
+    for cutoff in pd.date_range("2024-10-01", "2026-06-30", freq="QS"):
+        labels = churn_labels(world, cutoff).merge(
+            world.customers[["customer_id", "signup_date"]], on="customer_id"
+        )
+        history = world.events[world.events["timestamp"] < cutoff]
+        decisions = pd.DataFrame({"customer_id": labels["customer_id"], "timestamp": cutoff})
+        complained = last_before(decisions, history, "complaint", "complained")
+        resolved = last_before(decisions, history, "complaint_resolved", "resolved")
+        still_open = complained.notna() & (resolved.isna() | (resolved < complained))
+        quick = (resolved - complained <= pd.Timedelta(days=7)) & ~still_open
+        parts.append(
+            labels.assign(
+                renewal_soon=weeks_to_anniversary(cutoff, labels["signup_date"]).to_numpy() <= 4,
+                open_long=(still_open & (cutoff - complained > pd.Timedelta(weeks=8))).to_numpy(),
+                fixed_quickly=(quick & (cutoff - complained <= H)).to_numpy(),
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_churn_gathers_where_a_renewal_opens_the_horizon(quarterly_labels: pd.DataFrame) -> None:
+    soon = quarterly_labels["renewal_soon"]
+
+    assert soon.sum() > 200
+    churned = quarterly_labels["churned"]
+    assert churned[soon].mean() > churned[~soon].mean() + 0.04
+
+
+def test_long_open_complaints_cost_more_than_quick_fixes(quarterly_labels: pd.DataFrame) -> None:
+    long_open, quick = quarterly_labels["open_long"], quarterly_labels["fixed_quickly"]
+
+    assert long_open.sum() > 100 and quick.sum() > 100
+    churned = quarterly_labels["churned"]
+    assert churned[long_open].mean() > churned[quick].mean() + 0.08
+
+
 def test_purchases_peak_at_christmas(world: DemoWorld) -> None:
     purchases = world.events[world.events["event_type"] == "purchase"]
     monthly = purchases.groupby(purchases["timestamp"].dt.to_period("M")).size()
@@ -305,14 +367,17 @@ def test_offers_catalog_is_valid_and_varied(world: DemoWorld) -> None:
     assert demo.offers_catalog()[0]["messages"]
 
 
+# Offers that only ever lower the hazard can still lower 90-day retention for a handful of
+# customers (< 0.5 %): kept longer, they may reach a renewal week and leave with a cancellation,
+# which the label counts as churn even after a purchase.
 @pytest.mark.parametrize(
     ("offer_id", "mean_low", "mean_high", "negative_low", "negative_high"),
     [
-        ("discount_10", 0.011, 0.022, 0.11, 0.22),
-        ("free_shipping", 0.005, 0.015, 0.0, 0.04),
-        ("loyalty_points", 0.006, 0.015, 0.0, 0.0),
-        ("apology_call", 0.0015, 0.009, 0.0, 0.0),
-        ("gift", 0.003, 0.010, 0.15, 0.25),
+        ("discount_10", 0.015, 0.033, 0.11, 0.22),
+        ("free_shipping", 0.009, 0.019, 0.0, 0.05),
+        ("loyalty_points", 0.010, 0.021, 0.0, 0.005),
+        ("apology_call", 0.003, 0.015, 0.0, 0.005),
+        ("gift", 0.005, 0.013, 0.15, 0.25),
     ],
 )
 def test_offer_effects_are_in_documented_ranges(
