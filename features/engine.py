@@ -33,6 +33,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset
 import sqlglot
 from sqlglot import exp
@@ -191,13 +192,19 @@ def compile_merge(scan: Scan, segment: int) -> str:
     this = f"SELECT customer_id, {names} FROM {partials_table(scan)} WHERE segment = {segment}"
     if segment == 1:
         return this
-    merged = ",\n        ".join(
-        f"{a.merge}({_quote(a.name)}) AS {_quote(a.name)}" for a in scan.aggregates
-    )
+
+    def merge(name: str, how: str) -> str:
+        if how == "last":  # the newer side's value when it has one
+            return f"arg_max({name}, _newer) FILTER (WHERE {name} IS NOT NULL) AS {name}"
+        return f"{how}({name}) AS {name}"
+
+    merged = ",\n        ".join(merge(_quote(a.name), a.merge) for a in scan.aggregates)
     return (
         f"SELECT customer_id,\n        {merged}\n"
-        f"FROM (\n    SELECT customer_id, {names} FROM {merged_table(scan, segment - 1)}\n"
-        f"    UNION ALL\n    {this}\n) AS both_\n"
+        f"FROM (\n    SELECT customer_id, {names}, 0 AS _newer "
+        f"FROM {merged_table(scan, segment - 1)}\n"
+        f"    UNION ALL\n    SELECT customer_id, {names}, 1 AS _newer "
+        f"FROM {partials_table(scan)} WHERE segment = {segment}\n) AS both_\n"
         "GROUP BY customer_id"
     )
 
@@ -206,14 +213,41 @@ def merged_table(scan: Scan, segment: int) -> str:
     return f"{scan.name}__upto_{segment}"
 
 
-def compile_by_cutoff(spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None) -> str:
-    """The query for the entities of one cutoff.
+WINDOW_TABLE = "events__window"
+
+
+def window_scans(spec: QuerySpec) -> list[Scan]:
+    """Bounded past scans of `events`: per cutoff, they all read one time range of the log."""
+    return [
+        s
+        for s in spec.scans
+        if s.source == "events" and s.direction == "past" and s.window_days is not None
+    ]
+
+
+def compile_window(spec: QuerySpec, cutoff: pd.Timestamp) -> str:
+    """The rows of `events` that the bounded past scans can see at `cutoff`, kept as a table
+    (copied once, they are scanned by every such scan far more cheaply than the input)."""
+    days = max(s.window_days or 0 for s in window_scans(spec))
+    literal = sql_timestamp(cutoff)
+    return (
+        f"SELECT * FROM events WHERE timestamp < {literal} "
+        f"AND timestamp >= {literal} - INTERVAL {days} DAY"
+    )
+
+
+def compile_by_cutoff(
+    spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None, *, windowed: bool = False
+) -> str:
+    """The query for the entities of one cutoff (rows in no particular order).
 
     With `segment`, unbounded scans read their running merge up to it (`merged_table`, which
     must exist); without, they scan their source directly (the better plan for one cutoff).
+    With `windowed`, bounded past scans of `events` read `WINDOW_TABLE` (see `compile_window`).
     """
     literal = sql_timestamp(cutoff)
     ctes = []
+    recent = {s.name for s in window_scans(spec)} if windowed else set()
     for scan in spec.scans:
         if is_segmented(scan) and segment is not None:
             body = f"SELECT * FROM {merged_table(scan, segment)}"
@@ -221,7 +255,7 @@ def compile_by_cutoff(spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None
             where = " AND ".join([*_bounds(scan, literal), f"({scan.where})"])
             body = (
                 f"SELECT customer_id,\n        {_aggregates(scan, literal)}\n"
-                f"    FROM {scan.source}\n"
+                f"    FROM {WINDOW_TABLE if scan.name in recent else scan.source}\n"
                 f"    WHERE {where}\n"
                 f"    GROUP BY customer_id"
             )
@@ -233,7 +267,7 @@ def compile_by_cutoff(spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None
         f"{_select_outputs(spec)}\n"
         f"FROM {entity} AS entity\n"
         "LEFT JOIN customers USING (customer_id)\n"
-        f"{joins}{_where_filter(spec)}ORDER BY {ROW}"
+        f"{joins}{_where_filter(spec)}"
     )
 
 
@@ -259,6 +293,63 @@ def compile_join(spec: QuerySpec) -> str:
         "LEFT JOIN customers USING (customer_id)\n"
         f"{joins}{_where_filter(spec)}ORDER BY {ROW}"
     )
+
+
+def merge_scans(spec: QuerySpec) -> QuerySpec:
+    """One scan per distinct (source, window, direction, row condition): scans that read the
+    same rows are computed in one pass (e.g. a panel's recency scan and the 90-day counts)."""
+    merged: dict[tuple[object, ...], Scan] = {}
+    for scan in spec.scans:
+        key = (scan.source, scan.window_days, scan.direction, scan.where.strip().upper())
+        if key in merged:
+            first = merged[key]
+            merged[key] = replace(first, aggregates=first.aggregates + scan.aggregates)
+        else:
+            merged[key] = scan
+    return replace(spec, scans=tuple(merged.values()))
+
+
+@functools.lru_cache(maxsize=256)
+def _tables_read(sql: str) -> frozenset[str]:
+    return frozenset(t.name for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table))
+
+
+def shared_sources(spec: QuerySpec) -> set[str]:
+    """Sources read by more than one relation (scans and other sources): these are worth
+    computing once and keeping, rather than re-deriving them for every reader."""
+    readers: dict[str, int] = {}
+    for scan in spec.scans:
+        readers[scan.source] = readers.get(scan.source, 0) + 1
+    for sql in spec.sources.values():
+        for name in _tables_read(sql):
+            readers[name] = readers.get(name, 0) + 1
+    return {name for name in spec.sources if readers.get(name, 0) > 1}
+
+
+def source_window(spec: QuerySpec, name: str, cutoffs: Sequence[pd.Timestamp]) -> str | None:
+    """SQL condition on `timestamp` keeping every row of source `name` that the scans reading it
+    can see at these cutoffs (None: all rows, e.g. an all-history reader or a source reader).
+
+    A source kept as a table then holds only that time range of the log."""
+    if not cutoffs or any(name in _tables_read(sql) for sql in spec.sources.values()):
+        return None
+    lows: list[pd.Timestamp] = []
+    highs: list[pd.Timestamp] = []
+    for scan in spec.scans:
+        if scan.source != name:
+            continue
+        days = pd.Timedelta(days=scan.window_days or 0)
+        if scan.direction == "past":
+            if scan.window_days is None:
+                return None
+            lows.append(cutoffs[0] - days)
+            highs.append(cutoffs[-1])
+        else:
+            lows.append(cutoffs[0])
+            highs.append(cutoffs[-1] + days)
+    if not lows:
+        return None
+    return f"timestamp BETWEEN {sql_timestamp(min(lows))} AND {sql_timestamp(max(highs))}"
 
 
 def _typed(column: str, target: str, types: Mapping[str, str]) -> str:
@@ -690,11 +781,17 @@ def run_spec(
             prefilter = False
         # Many cutoffs mean many scans: an in-memory frame is then copied once into the engine's
         # own format (cheaper scans, and min/max per block skip blocks outside a time window).
-        copy = chosen == "by_cutoff" and len(distinct) > 1 and not _is_path(events)
+        windowed = chosen == "by_cutoff" and len(window_scans(merge_scans(spec))) > 1
+        copy = chosen == "by_cutoff" and len(distinct) > 1 and not windowed and not _is_path(events)
         events_sql = _events_view(session.register("events_input", events), prefilter)
         session.create("events", events_sql, materialize=copy)
+        shared = shared_sources(spec)
         for name, sql in spec.sources.items():
-            session.create(name, sql)
+            window = source_window(spec, name, distinct) if name in shared else None
+            if window:
+                sql = f"SELECT * FROM ({sql}) AS whole WHERE {window}"
+            session.create(name, sql, materialize=name in shared)
+        spec = merge_scans(spec)
         if not distinct:
             return Result([session.fetch(compile_join(spec) + " LIMIT 0")], spec)
         if chosen == "join":
@@ -708,7 +805,14 @@ def run_spec(
                 session.create(merged_table(scan, k), compile_merge(scan, k), materialize=True)
                 if k > 1:
                     session.drop(merged_table(scan, k - 1))
-            parts.append(session.fetch(compile_by_cutoff(spec, cutoff, k if segmented else None)))
+            if windowed:
+                session.create(WINDOW_TABLE, compile_window(spec, cutoff), materialize=True)
+            sql = compile_by_cutoff(spec, cutoff, k if segmented else None, windowed=windowed)
+            part = session.fetch(sql)
+            if windowed:
+                session.drop(WINDOW_TABLE)
+            # sorting the few thousand result rows here is cheaper than an ORDER BY of wide rows
+            parts.append(part.take(pc.sort_indices(part.column(ROW))))
     order = None
     if keys is not None and len(parts) > 1:  # back to the entities' order
         rows = np.concatenate([p.column(ROW).to_numpy() for p in parts])

@@ -19,7 +19,15 @@ from dataclasses import replace
 
 import pandas as pd
 
-from features.definitions import CHURN_FEATURES_V1, Aggregate, Feature, FeatureSet, Scan
+from features.definitions import (
+    CHURN_FEATURES_V1,
+    PURCHASE_EVENTS,
+    PURCHASE_EVENTS_SQL,
+    Aggregate,
+    Feature,
+    FeatureSet,
+    Scan,
+)
 from features.engine import (
     Engine,
     Plan,
@@ -65,9 +73,9 @@ def label_scan(horizon_days: int, clv_days: int) -> Scan:
                 f"sum(amount) FILTER (WHERE event_type = 'refund' AND {_clv_window(clv_days)})",
             ),
         ),
-        where="event_type IN ('purchase', 'refund', 'cancellation')",
         window_days=max(horizon_days, clv_days),
         direction="future",
+        source=PURCHASE_EVENTS,
     )
 
 
@@ -153,8 +161,13 @@ def build_panel(
         raise ValueError(f"feature set {feature_set.id} lacks aggregates {missing}")
 
     base = feature_set.spec()
+    if base.sources.get(PURCHASE_EVENTS, PURCHASE_EVENTS_SQL) != PURCHASE_EVENTS_SQL:
+        raise ValueError(
+            f"feature set {feature_set.id}: source {PURCHASE_EVENTS!r} is not the standard one"
+        )
     spec = replace(
         base,
+        sources={**base.sources, PURCHASE_EVENTS: PURCHASE_EVENTS_SQL},
         scans=(*_bounded_for_active(base.scans, horizon_days), label_scan(horizon_days, clv_days)),
         outputs=base.outputs + label_outputs(clv_days),
         row_filter=active_filter(horizon_days),
