@@ -21,7 +21,7 @@ from features.offers import Offer
 from training.encoding import categorical_columns, encode_frame, learn_categories
 from training.offpolicy import PolicyValue, auuc, deterministic, policy_value, qini_curve, uniform
 from training.policy import best_actions, expected_costs, net_values
-from training.uplift import DRLearner, SLearner, TLearner
+from training.uplift import DRLearner, LogitLearner, SLearner, TLearner
 
 REDEEM_WINDOW_DAYS = 30
 
@@ -145,6 +145,7 @@ class NextOfferModel(BaseEstimator):  # type: ignore[misc]
     ) -> NextOfferModel:
         """Fit on decision-time features, the logged decisions and their outcomes (row-aligned)."""
         self.feature_names_ = list(features.columns)
+        self.n_decisions_ = len(features)
         self.categories_ = learn_categories(
             features, categorical_columns(features, self.feature_names_)
         )
@@ -152,8 +153,15 @@ class NextOfferModel(BaseEstimator):  # type: ignore[misc]
         action = decisions["offer_id"].to_numpy(dtype=object)
         propensity = decisions["propensity"].to_numpy(dtype=float)
         outcome = outcomes["outcome"].to_numpy(dtype=float)
-        learner_class = {"dr": DRLearner, "t": TLearner, "s": SLearner}[self.learner]
-        self.uplift_ = learner_class(seed=self.seed, num_threads=self.num_threads)
+        if self.learner == "logit":
+            self.uplift_ = LogitLearner(
+                seed=self.seed,
+                num_threads=self.num_threads,
+                categorical=tuple(self.categories_),
+            )
+        else:
+            learner_class = {"dr": DRLearner, "t": TLearner, "s": SLearner}[self.learner]
+            self.uplift_ = learner_class(seed=self.seed, num_threads=self.num_threads)
         self.uplift_.fit(features, action, propensity, outcome)
         self.offers_ = list(self.uplift_.offers_)
         control = action == NO_OFFER

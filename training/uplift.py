@@ -1,6 +1,6 @@
 """Uplift: the effect of each offer, per customer, learnt from logged randomised decisions.
 
-Two meta-learners over several treatments, both using the logged propensities:
+Four meta-learners over several treatments, all using the logged decisions:
 
 - `DRLearner`: outcome models per action (cross-fitted), then a doubly-robust pseudo-outcome per
   action against `none`, regressed on the features. Unbiased where the outcome models are wrong,
@@ -12,6 +12,10 @@ Two meta-learners over several treatments, both using the logged propensities:
   feature; the effect is the prediction under each offer minus under `none`. Sharing the outcome
   structure across actions makes it the most data-efficient where effects are small and live in
   small groups (on the demo world it tracks the true effects best).
+
+- `LogitLearner`: a boosted baseline of the goal plus, per offer, a shift of its log-odds that is
+  linear in the features and shrunk towards zero; the effect grows with the risk the offer acts
+  on, and every effect has a standard error. The most data-efficient of the four on the demo world.
 
 All take a feature frame, the logged action (`none` = control), its propensity and an outcome,
 and predict a frame of effects with one column per offer.
@@ -224,3 +228,197 @@ class SLearner(_MetaLearner):
             if arm != NO_OFFER
         }
         return pd.DataFrame(effects, index=features.index)
+
+
+INTERCEPT_PENALTY = 1.0
+
+
+class LogitLearner(_MetaLearner):
+    """Each offer shifts the log-odds of the goal by a linear function of the features.
+
+    logit P(goal | x, a) = b(x) + α_a + β_a · z(x), with b(x) a cross-fitted boosted model of the
+    goal on every logged decision (the action left out) and z(x) the standardised features
+    (counts and amounts on a log scale, categories one-hot). The shifts are fitted by an
+    L2-penalised logistic regression with b(x) as offset, `none` included as an arm, and shrunk
+    towards zero. Why this shape: retention offers act on a churn hazard, so a shift of the
+    log-odds gives large absolute effects where the risk is high and none where the customer
+    stays anyway; the boosted baseline carries the complex part, and the effects need only a few
+    parameters per offer, which the few thousand logged decisions per offer can pin down where
+    per-offer trees fit noise. The penalised Hessian gives each effect a standard error.
+    """
+
+    def __init__(
+        self,
+        *,
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        num_threads: int = 0,
+        min_rows_per_action: int = 50,
+        categorical: tuple[str, ...] = (),
+        penalty: float = 1000.0,
+        folds: int = 2,
+    ) -> None:
+        super().__init__(
+            params=params,
+            seed=seed,
+            num_threads=num_threads,
+            min_rows_per_action=min_rows_per_action,
+        )
+        self.categorical = categorical
+        self.penalty = penalty
+        self.folds = folds
+
+    def _baseline_model(self) -> lgb.LGBMClassifier:
+        params = {
+            "n_estimators": 200,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_child_samples": 100,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "verbose": -1,
+            "deterministic": True,
+            "force_row_wise": True,
+        }
+        return lgb.LGBMClassifier(**(params | self._lgb_params()), random_state=self.seed)
+
+    def _design(self, features: pd.DataFrame) -> np.ndarray:
+        """z(x): the standardised effect inputs, learnt at fit time."""
+        columns = []
+        for name in self.numeric_:
+            values = features[name].to_numpy(dtype=float)
+            if name in self.logged_:
+                values = np.sign(values) * np.log1p(np.abs(values))
+            mean, scale = self.scaling_[name]
+            columns.append(np.nan_to_num((values - mean) / scale, nan=0.0))
+        for name, levels in self.levels_.items():
+            values = features[name].to_numpy(dtype=float)
+            columns += [(values == level).astype(float) for level in levels]
+        return np.column_stack(columns) if columns else np.zeros((len(features), 0))
+
+    def _learn_design(self, features: pd.DataFrame) -> None:
+        self.numeric_: list[str] = []
+        self.logged_: set[str] = set()
+        self.scaling_: dict[str, tuple[float, float]] = {}
+        self.levels_: dict[str, list[float]] = {}
+        for name in features.columns:
+            values = features[name].to_numpy(dtype=float)
+            seen = values[~np.isnan(values)]
+            if name in self.categorical:
+                levels, counts = np.unique(seen, return_counts=True)
+                # Levels too rare to estimate an effect for stay in the intercept.
+                common = counts >= max(200, 0.02 * len(values))
+                self.levels_[name] = [float(v) for v in levels[common]]
+                continue
+            if len(seen) == 0 or seen.std() == 0:
+                continue
+            if seen.min() >= 0 and seen.max() > 10:  # counts, amounts, days: heavy right tails
+                self.logged_.add(name)
+                seen = np.log1p(seen)
+            self.numeric_.append(name)
+            self.scaling_[name] = (float(seen.mean()), float(seen.std()))
+
+    def fit(
+        self,
+        features: pd.DataFrame,
+        action: np.ndarray,
+        propensity: np.ndarray,
+        outcome: np.ndarray,
+    ) -> LogitLearner:
+        from scipy.optimize import minimize
+
+        action = np.asarray(action, dtype=object)
+        outcome = np.asarray(outcome, dtype=float)
+        self.offers_ = self._offers(action)
+        self.arms_ = [NO_OFFER, *self.offers_]
+        rows = np.isin(action, self.arms_)
+        features, action, outcome = features[rows], action[rows], outcome[rows]
+
+        # The baseline of each row comes from a model that did not see it (cross-fitting), so
+        # the shifts are estimated against an honest offset, not one that memorised the row.
+        fold = np.random.default_rng(self.seed).integers(0, self.folds, len(features))
+        offset = np.zeros(len(features))
+        for k in range(self.folds):
+            model = self._baseline_model().fit(features[fold != k], outcome[fold != k])
+            offset[fold == k] = _logit(np.asarray(model.predict_proba(features[fold == k]))[:, 1])
+        self.baseline_ = self._baseline_model().fit(features, outcome)
+
+        self._learn_design(features)
+        z = np.column_stack([np.ones(len(features)), self._design(features)])
+        arm = pd.Categorical(action, categories=self.arms_).codes
+        n_arms, width = len(self.arms_), z.shape[1]
+        onehot = np.eye(n_arms)[arm]
+        # The intercepts (an offer's average shift) are barely shrunk; the slopes (how the shift
+        # varies between customers) are shrunk hard: most of what they could fit is noise.
+        ridge = np.full(width, self.penalty)
+        ridge[0] = INTERCEPT_PENALTY
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            coef = theta.reshape(n_arms, width)
+            eta = offset + np.einsum("ij,ij->i", z, coef[arm])
+            p = _sigmoid(eta)
+            nll = np.logaddexp(0.0, eta).sum() - (outcome * eta).sum()
+            residual = p - outcome
+            grad = (onehot * residual[:, None]).T @ z
+            return (
+                float(nll + 0.5 * (ridge * coef**2).sum()),
+                (grad + ridge * coef).ravel(),
+            )
+
+        result = minimize(loss, np.zeros(n_arms * width), jac=True, method="L-BFGS-B")
+        self.coef_ = result.x.reshape(n_arms, width)
+        # Covariance of the coefficients: the inverse penalised Hessian, block by arm (arms share
+        # no rows, so the blocks are independent).
+        eta = offset + np.einsum("ij,ij->i", z, self.coef_[arm])
+        curvature = _sigmoid(eta) * (1 - _sigmoid(eta))
+        self.covariance_ = np.stack(
+            [
+                np.linalg.inv(
+                    (z[arm == j] * curvature[arm == j, None]).T @ z[arm == j] + np.diag(ridge)
+                )
+                for j in range(n_arms)
+            ]
+        )
+        return self
+
+    def _shifts(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        check_is_fitted(self, "coef_")
+        z = np.column_stack([np.ones(len(features)), self._design(features)])
+        base = _logit(np.asarray(self.baseline_.predict_proba(features))[:, 1])
+        shift = z @ self.coef_.T  # (rows, arms)
+        variance = np.einsum("ij,ajk,ik->ia", z, self.covariance_, z)
+        return base, shift, variance
+
+    def predict_effects(self, features: pd.DataFrame) -> pd.DataFrame:
+        base, shift, _ = self._shifts(features)
+        control = _sigmoid(base + shift[:, 0])
+        return pd.DataFrame(
+            {
+                arm: _sigmoid(base + shift[:, j]) - control
+                for j, arm in enumerate(self.arms_)
+                if arm != NO_OFFER
+            },
+            index=features.index,
+        )
+
+    def effect_standard_errors(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Standard error of each predicted effect (delta method on the log-odds shifts)."""
+        base, shift, variance = self._shifts(features)
+        control = _sigmoid(base + shift[:, 0])
+        out = {}
+        for j, arm in enumerate(self.arms_):
+            if arm == NO_OFFER:
+                continue
+            treated = _sigmoid(base + shift[:, j])
+            slope_t, slope_c = treated * (1 - treated), control * (1 - control)
+            out[arm] = np.sqrt(slope_t**2 * variance[:, j] + slope_c**2 * variance[:, 0])
+        return pd.DataFrame(out, index=features.index)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.asarray(np.log(p / (1 - p)))

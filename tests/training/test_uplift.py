@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.uplift import DRLearner, SLearner, TLearner
+from training.uplift import DRLearner, LogitLearner, SLearner, TLearner
 
 ACTIONS = np.array(["none", "discount", "call"])
 
@@ -45,9 +45,12 @@ def logged_world(
         DRLearner(seed=1, num_threads=1),
         TLearner(seed=1, num_threads=1),
         SLearner(seed=1, num_threads=1),
+        LogitLearner(seed=1, num_threads=1),
     ],
 )
-def test_fit_learner_recovers_effect_signs(learner: DRLearner | TLearner | SLearner) -> None:
+def test_fit_learner_recovers_effect_signs(
+    learner: DRLearner | TLearner | SLearner | LogitLearner,
+) -> None:
     x, action, propensity, outcome, _ = logged_world(12_000, seed=0)
     learner.fit(x, action, propensity, outcome)
     test_x, *_, truth = logged_world(3_000, seed=1)
@@ -65,3 +68,17 @@ def test_fit_learner_refuses_data_without_controls() -> None:
     treated = action != "none"
     with pytest.raises(ValueError, match="logged control decisions"):
         DRLearner().fit(x[treated], action[treated], propensity[treated], outcome[treated])
+
+
+def test_logit_learner_uncertainty_shrinks_with_data() -> None:
+    x, action, propensity, outcome, _ = logged_world(12_000, seed=0)
+    small = LogitLearner(seed=1, num_threads=1).fit(
+        x[:3_000], action[:3_000], propensity[:3_000], outcome[:3_000]
+    )
+    large = LogitLearner(seed=1, num_threads=1).fit(x, action, propensity, outcome)
+    test_x, *_ = logged_world(2_000, seed=1)
+    se_small = small.effect_standard_errors(test_x)
+    se_large = large.effect_standard_errors(test_x)
+    assert (se_large.to_numpy() > 0).all()
+    # Four times the decisions: about half the standard error.
+    assert 0.35 < float(se_large.mean().mean() / se_small.mean().mean()) < 0.75
