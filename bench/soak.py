@@ -409,9 +409,13 @@ def second_churn_version(env: dict[str, str]) -> tuple[str, str]:
     """Versions (champion, other) of churn-risk. With one version only, registers the champion's
     artifacts again as a new version: the reload then loads and swaps in a different version,
     without a training run in the set-up."""
+    import mlflow
     from mlflow import MlflowClient
 
     uri = env["RETAIN_MLFLOW_TRACKING_URI"]
+    # create_model_version looks the logged model up through the global tracking URI.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("churn-risk", "champion")
     versions = [v.version for v in client.search_model_versions("name='churn-risk'")]
