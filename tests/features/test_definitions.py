@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,19 @@ from features.definitions import (
     Aggregate,
     Feature,
     FeatureSet,
+    QuerySpec,
     Scan,
 )
-from features.engine import DuckDBEngine, build_features, compile_partials
+from features.engine import (
+    DuckDBEngine,
+    Plan,
+    build_features,
+    compile_partials,
+    merge_scans,
+    shared_sources,
+    source_window,
+    sql_timestamp,
+)
 from tests.factories import (
     DAY,
     T0,
@@ -336,3 +347,49 @@ def test_compile_partials_refuses_cutoff_in_unbounded_scan() -> None:
     scan = Scan("history", (Aggregate("n", "count(*) FILTER (WHERE timestamp < cutoff)"),))
     with pytest.raises(ValueError, match="may not reference the cutoff"):
         compile_partials(scan, [T0])
+
+
+@pytest.mark.parametrize("plan", ["by_cutoff", "join"])
+def test_build_features_keeps_latest_survey_answer_across_cutoffs(plan: Plan) -> None:
+    events = events_frame(
+        event("C1", T0 - 40 * DAY, "nps", score=9.0),
+        event("C1", T0 - 10 * DAY, "nps", score=2.0),
+        event("C1", T0 - 10 * DAY, "nps", score=3.0),  # same instant: the higher answer
+        event("C1", T0 + 5 * DAY, "visit"),
+    )
+    cutoffs = [T0 - 20 * DAY, T0, T0 + 30 * DAY]  # the last segment has no answer
+    frame = build_features(
+        events,
+        customers_frame(customer()),
+        entities_frame(*(("C1", c) for c in cutoffs)),
+        plan=plan,
+    )
+    assert frame["last_nps"].tolist() == [9.0, 3.0, 3.0]  # the latest, not the highest
+    assert frame["avg_nps"].tolist() == pytest.approx([9.0, 14 / 3, 14 / 3])
+
+
+def test_merge_scans_joins_only_scans_over_the_same_rows() -> None:
+    a = Scan("a", (Aggregate("n_a", "count(*)"),), window_days=90)
+    b = Scan("b", (Aggregate("n_b", "max(timestamp)", "max"),), where=" true ", window_days=90)
+    c = Scan("c", (Aggregate("n_c", "count(*)"),), window_days=30)
+    d = Scan("d", (Aggregate("n_d", "count(*)"),), where="event_type = 'visit'", window_days=90)
+    merged = merge_scans(QuerySpec({}, (a, b, c, d), ()))
+    assert [s.name for s in merged.scans] == ["a", "c", "d"]
+    assert [x.name for x in merged.scans[0].aggregates] == ["n_a", "n_b"]
+
+
+def test_source_window_covers_every_reader_and_nothing_more() -> None:
+    past = Scan("p", (Aggregate("n_p", "count(*)"),), window_days=30, source="s")
+    future = Scan(
+        "f", (Aggregate("n_f", "count(*)"),), window_days=10, source="s", direction="future"
+    )
+    spec = QuerySpec({"s": "SELECT * FROM events"}, (past, future), ())
+    window = source_window(spec, "s", [T0, T0 + 5 * DAY])
+    assert window == (
+        f"timestamp BETWEEN {sql_timestamp(T0 - 30 * DAY)} AND {sql_timestamp(T0 + 15 * DAY)}"
+    )
+    everything = Scan("h", (Aggregate("n_h", "count(*)"),), source="s")
+    assert source_window(replace(spec, scans=(past, everything)), "s", [T0]) is None
+    read_by_source = {"s": "SELECT * FROM events", "t": "SELECT * FROM s"}
+    assert source_window(replace(spec, sources=read_by_source), "s", [T0]) is None
+    assert shared_sources(replace(spec, sources=read_by_source)) == {"s"}
