@@ -61,6 +61,10 @@ def train_churn_command(
         progress=_progress,
     )
     console.print(result.evaluation.metrics.round(4).to_string())
+    margins = result.evaluation.margins
+    if len(margins):
+        console.print("margin of LightGBM over the baselines (paired bootstrap 95 % CI):")
+        console.print(margins.round(4).to_string(index=False))
     console.print(
         f"registered churn-risk v{result.run.version} {result.run.aliases}; "
         f"report: {result.report_path}"
