@@ -61,8 +61,8 @@ def train_churn_command(
         progress=_progress,
     )
     console.print(result.evaluation.metrics.round(4).to_string())
-    margins = result.evaluation.margins
-    if len(margins):
+    margins = getattr(result.evaluation, "margins", None)  # a churn evaluation has them
+    if margins is not None and len(margins):
         console.print("margin of LightGBM over the baselines (paired bootstrap 95 % CI):")
         console.print(margins.round(4).to_string(index=False))
     console.print(
