@@ -47,7 +47,7 @@ def train_churn_command(
     seed: SeedOption = 0,
 ) -> None:
     """Train the churn-risk model (LightGBM, calibrated) against RFM and logistic baselines."""
-    from training.pipeline import train_churn
+    from training.pipeline import ChurnEvaluation, train_churn
 
     frame, features, categorical = read_panel(panel)
     result = train_churn(
@@ -61,10 +61,9 @@ def train_churn_command(
         progress=_progress,
     )
     console.print(result.evaluation.metrics.round(4).to_string())
-    margins = getattr(result.evaluation, "margins", None)  # a churn evaluation has them
-    if margins is not None and len(margins):
+    if isinstance(result.evaluation, ChurnEvaluation) and len(result.evaluation.margins):
         console.print("margin of LightGBM over the baselines (paired bootstrap 95 % CI):")
-        console.print(margins.round(4).to_string(index=False))
+        console.print(result.evaluation.margins.round(4).to_string(index=False))
     console.print(
         f"registered churn-risk v{result.run.version} {result.run.aliases}; "
         f"report: {result.report_path}"
