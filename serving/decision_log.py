@@ -73,14 +73,17 @@ class DecisionLog:
             raise pending.error
         return decision
 
-    async def record_async(self, decision: Decision) -> Decision:
+    async def record_async(self, decision: Decision, timeout: float = 30.0) -> Decision:
         """`record` for a coroutine: awaits the commit without holding a thread."""
         self._ensure_writer()
         loop = asyncio.get_running_loop()
         pending = _Pending(decision, loop=loop, future=loop.create_future())
         self._queue.put(pending)
         assert pending.future is not None
-        await pending.future
+        try:
+            await asyncio.wait_for(pending.future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"the decision log did not commit within {timeout} s") from None
         return decision
 
     def _ensure_writer(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from features.contract import ContractError, format_error
@@ -27,7 +28,9 @@ _STATUS_MEANING = {
     415: "Body is not JSON (Content-Type must be application/json)",
     422: "Request breaks the schema or the data contract",
     500: "Internal error (logged; nothing of the request echoed)",
+    503: "The store is busy or unreachable; retry after Retry-After seconds",
 }
+RETRY_AFTER_SECONDS = 1
 
 
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -85,6 +88,16 @@ async def _contract_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(422, str(exc), errors=errors)
 
 
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # A write that waited out the store's lock, a lost connection, or a decision commit that
+    # did not come in time. Retrying is safe: events and outcomes are idempotent, and a retried
+    # recommendation is a new decision.
+    log.warning("store unavailable: %s", type(exc).__name__)
+    response = problem(503, _STATUS_MEANING[503])
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     # The only 5xx the service sends: logged with its trace, nothing of the request echoed.
     log.exception("unexpected error", exc_info=exc)
@@ -104,8 +117,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             statuses = {500}
-            if operation.get("security"):
-                statuses |= {401, 403}
+            if operation.get("security"):  # keyed routes all use the store: 503 when it is busy
+                statuses |= {401, 403, 503}
             if "requestBody" in operation:
                 statuses |= {400, 413, 415, 422}
             if operation.get("parameters"):
@@ -129,6 +142,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ContractError, _contract_error)
+    app.add_exception_handler(OperationalError, _store_unavailable)
+    app.add_exception_handler(TimeoutError, _store_unavailable)  # the decision log's wait
     app.add_exception_handler(Exception, _unexpected)
     generate = app.openapi
 

@@ -49,6 +49,9 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=10,
+        # A worker imports pandas, MLflow and the models before its first health check: ~10 s
+        # on a busy machine, where uvicorn's 5 s default kills and respawns it for ever.
+        timeout_worker_healthcheck=60,
     )
 
 

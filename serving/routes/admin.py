@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 
 from serving.deps import AdminKey, ScoringDep
@@ -46,10 +48,12 @@ def cache_status(cache: FeatureCache, reasons_missing: int) -> FeatureCacheStatu
 
 
 @router.post("/reload", response_model=ModelsStatus)
-def reload_models(_: AdminKey, scoring: ScoringDep) -> ModelsStatus:
+async def reload_models(_: AdminKey, scoring: ScoringDep) -> ModelsStatus:
     """Reload every model by its alias and swap them in atomically (in-flight requests finish on
     the models they started with); the other worker processes follow within a second."""
-    scoring.reload_models()
+    # Its own thread, not the request pool: under load that pool is full, and a reload must
+    # not queue behind the traffic it is meant to change.
+    await asyncio.to_thread(scoring.reload_models)
     return models_status(scoring.models)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from features.settings import ApiKey, Settings
@@ -85,6 +87,25 @@ def test_ingest_events_rejects_bad_batch_whole(client: TestClient) -> None:
         "request: row 3, column events.customer_id: unknown customer C404",
     ]
     assert client.app.state.store.events_of("C1").empty  # type: ignore[attr-defined]
+
+
+def test_busy_store_is_503_problem_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.post("/v1/customers", json={"customers": [CUSTOMER]}, headers=as_("crm"))
+    locked = sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+
+    def wait_out_the_lock(_frame: object) -> None:
+        raise locked
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    monkeypatch.setattr(store, "ingest_events", wait_out_the_lock)
+    response = client.post("/v1/events", json={"events": [PURCHASE]}, headers=as_("crm"))
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert "retry" in response.json()["detail"]
+    assert "database is locked" not in response.text
 
 
 def test_ingest_events_rejects_malformed_json_with_problem(client: TestClient) -> None:
