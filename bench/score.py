@@ -216,6 +216,8 @@ def _worker(data: Path, as_of: str, threads: int, work: Path) -> dict[str, Any]:
     return {
         "rows": summary["customers"],
         "bands": summary["bands"],
+        "models": summary["models"],  # None: not in the registry, its columns stayed empty
+        "reasons_for": summary.get("reasons_for"),
         "timings": summary.get("timings", {}),
         "cpu_s": round(time.process_time() - cpu0, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
