@@ -85,6 +85,26 @@ def write_csv(scores: pd.DataFrame, path: Path) -> None:
     pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
+def use_threads(obj: Any, threads: int, depth: int = 0) -> None:
+    """Let the scikit-learn LightGBM models inside `obj` (the next-offer learners) predict on
+    `threads` threads: the service loads them single-threaded, a batch wants every core."""
+    import lightgbm as lgb
+
+    if depth > 4:
+        return
+    if isinstance(obj, lgb.LGBMModel):
+        obj.set_params(n_jobs=threads)
+    elif isinstance(obj, dict):
+        for child in obj.values():
+            use_threads(child, threads, depth + 1)
+    elif isinstance(obj, list | tuple):
+        for child in obj:
+            use_threads(child, threads, depth + 1)
+    elif type(obj).__module__.startswith("training.") and hasattr(obj, "__dict__"):
+        for child in vars(obj).values():
+            use_threads(child, threads, depth + 1)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.timings: dict[str, dict[str, float]] = {}
@@ -155,6 +175,8 @@ def score(
         raise typer.Exit(1)
     for name, why in models.errors.items():
         console.print(f"[yellow]warning[/]: {name} not loaded ({why}); its columns stay empty")
+    if models.next_offer is not None:
+        use_threads(models.next_offer.model, threads)
     clock.lap("load_models")
 
     recent = None
