@@ -61,11 +61,7 @@ MIX = {"churn": 0.4, "recommend": 0.3, "outcome": 0.1, "events": 0.2}
 EVENTS_PER_BATCH = 5
 WINDOW_SECONDS = 10  # p99 over time: one point per window
 SAMPLE_SECONDS = 5  # RSS sampling period
-# `retain serve`, i.e. the CLI's typer app as the `retain` console script runs it, but from `-c`:
-# uvicorn's spawned workers re-import a script file (all of serving.cli, pandas included) before
-# they answer the supervisor's 5-second health check, which on a loaded machine takes longer,
-# and the supervisor then kills and respawns them for ever (see docs/reliability.md).
-RETAIN_SERVE = [sys.executable, "-c", "import sys; from serving.cli import app; sys.exit(app())"]
+RETAIN_SERVE = [str(Path(sys.executable).with_name("retain"))]  # the console script users run
 
 
 @dataclass

@@ -36,11 +36,7 @@ import sqlalchemy as sa
 from serving.store import OUTCOME_KINDS, Store, decisions, events, outcomes
 from tests.serving.scoring_world import KEYS, World, trained_world
 
-# `retain serve`: the CLI's typer app, as the `retain` console script runs it, but from `-c`. The
-# console script is a file, and the workers that uvicorn spawns import it again (all of
-# serving.cli, pandas included) before they answer the supervisor's 5-second health check: on a
-# loaded machine that takes longer, and the supervisor kills and respawns them for ever.
-RETAIN_SERVE = [sys.executable, "-c", "import sys; from serving.cli import app; sys.exit(app())"]
+RETAIN_SERVE = [str(Path(sys.executable).with_name("retain"))]  # the console script users run
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 WORKERS = 2  # while the traffic runs; restarted with one (it only has to answer the checks)
 LOAD_SECONDS = 2.0  # of traffic before the kill, at the least …
