@@ -533,7 +533,10 @@ class DuckDBEngine:
             if self._database is None:
                 con = duckdb.connect(":memory:")
                 con.execute(f"SET threads = {self.threads or os.cpu_count() or 1}")
-                con.execute("SET enable_progress_bar = false")
+                try:
+                    con.execute("SET enable_progress_bar = false")
+                except duckdb.InvalidInputException:
+                    pass  # inside a Jupyter kernel without ipywidgets DuckDB refuses any value
                 con.execute("SET preserve_insertion_order = false")
                 if self.memory_limit:
                     con.execute(f"SET memory_limit = '{self.memory_limit}'")
