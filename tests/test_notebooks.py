@@ -46,6 +46,8 @@ RESULTS = {
     "clv_metrics": clv.evaluation.metrics.to_dict(orient="index"),
     "runs_compared": len(churn_table),
     "promoted": decision.promoted,
+    "champion_before": decision.champion_before,
+    "challenger": decision.challenger,
     "reason": decision.reason,
 }""",
     OFFERS: """{
@@ -98,6 +100,9 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         patch.setenv("RETAIN_MLFLOW_TRACKING_URI", tracking_uri)
         patch.setenv("RETAIN_MLFLOW_ARTIFACT_ROOT", str(root / "mlruns" / "artifacts"))
         patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # mlflow.set_*_uri export these; earlier tests in this process leave their stores here.
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
         for name in (EXPLORE, TRAIN, OFFERS):
             notebook = _prepare(name)
             client = NotebookClient(
@@ -153,7 +158,8 @@ def test_execute_training_notebook_logs_to_the_configured_store(executed: dict[s
     notebook = executed[TRAIN]
     results = _results(notebook)
     assert results["tracking_uri"] == executed["tracking_uri"]
-    client = MlflowClient(tracking_uri=executed["tracking_uri"])
+    uri = executed["tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the process-wide registry
     # What the notebook showed is what MLflow holds.
     logged = client.get_run(results["churn_run"]).data.metrics
     for model in ("model", "rfm", "logistic"):
@@ -165,8 +171,10 @@ def test_execute_training_notebook_logs_to_the_configured_store(executed: dict[s
     assert results["runs_compared"] == 2
     churn = client.get_registered_model("churn-risk")
     assert set(churn.aliases) == {"champion", "challenger"}
-    promoted_to = "2" if results["promoted"] else "1"
-    assert str(churn.aliases["champion"]) == promoted_to
+    # The first run became champion; the variant, registered second, is the challenger.
+    assert (results["champion_before"], results["challenger"]) == (1, 2)
+    promoted_to = results["challenger"] if results["promoted"] else results["champion_before"]
+    assert str(churn.aliases["champion"]) == str(promoted_to), results["reason"]
     assert "ROC-AUC" in results["reason"]
     assert str(client.get_registered_model("clv").aliases["champion"]) == "1"
     # ROC, calibration, lift, group AUC, CLV deciles and the run comparison.
@@ -186,7 +194,8 @@ def test_execute_offer_notebook_evaluates_policies(executed: dict[str, Any]) -> 
     oracle = results["oracle"]
     assert oracle is not None and oracle["oracle_value"] > 0
     assert oracle["policy_value"] <= oracle["oracle_value"]
-    client = MlflowClient(tracking_uri=executed["tracking_uri"])
+    uri = executed["tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the process-wide registry
     run = client.get_run(results["run"])
     assert run.data.params["learner"] == results["learner"]
     assert run.data.metrics["policy.learned_dr"] == pytest.approx(values["learned"]["dr"])

@@ -117,7 +117,7 @@ def test_monitor_compares_training_rows_with_active_customers(
 
 def test_monitor_logs_a_run_tagged_with_the_model_version(unchanged: Run) -> None:
     report = unchanged.report()
-    client = MlflowClient(tracking_uri=unchanged.tracking_uri)
+    client = MlflowClient(tracking_uri=unchanged.tracking_uri, registry_uri=unchanged.tracking_uri)
     experiment = client.get_experiment_by_name("monitoring")
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
