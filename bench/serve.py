@@ -303,7 +303,7 @@ def run_wrk(script: Path, base: str, concurrency: int, seconds: float) -> dict[s
 async def _generate(
     make: Callable[[], tuple[str, str, str | None]], base: str, concurrency: int, seconds: float
 ) -> dict[str, float]:
-    import httpx
+    import httpx2 as httpx  # the dev extra's HTTP client (the httpx API)
 
     latencies: list[float] = []
     errors = 0
