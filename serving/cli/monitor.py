@@ -314,9 +314,8 @@ def monitor(
         else:
             from serving.store import Store
 
-            store = Store(settings.database_url)
-            customers, events = store.customers_frame(), store.events_frame()
-            store.close()
+            with Store(settings.database_url) as store:
+                customers, events = store.customers_frame(), store.events_frame()
     if events.empty:
         console.print("[red]error[/]: no events to monitor")
         raise typer.Exit(1)
