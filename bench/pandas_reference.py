@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 
 from features.contract import EVENT_TYPES, NO_OFFER
-from features.definitions import CHURN_FEATURES_V1, COUNT_WINDOWS, COUNTED_TYPES, PURCHASE_WINDOWS
+from features.definitions import (
+    CHURN_FEATURES_V1,
+    COUNT_WINDOWS,
+    COUNTED_TYPES,
+    DAYS_PER_YEAR,
+    ONLINE_CHANNELS,
+    PURCHASE_WINDOWS,
+)
 
 DAY = pd.Timedelta(days=1)
 STATIC = ("country", "language", "segment", "loyalty_member", "marketing_consent")
@@ -104,6 +111,19 @@ def features_at(
     ]
     durations = _days(resolved["timestamp"], resolved["last_complaint_at"])
     f["avg_resolution_days"] = durations.groupby(resolved["customer_id"]).mean()
+    # open case: no resolution after the latest complaint; it opened with the first complaint
+    # after the resolution before it
+    before_cutoff = service[service["timestamp"] < cutoff]
+    is_complaint = before_cutoff["event_type"] == "complaint"
+    last_complaint = _by_customer(before_cutoff[is_complaint])["timestamp"].max()
+    last_resolved = _by_customer(before_cutoff[~is_complaint])["timestamp"].max()
+    last_complaint, last_resolved = last_complaint.reindex(index), last_resolved.reindex(index)
+    is_open = last_complaint.notna() & ~(last_resolved >= last_complaint)
+    previous = before_cutoff.groupby("customer_id")["event_type"].shift()
+    opens = before_cutoff[is_complaint & (previous.isna() | (previous == "complaint_resolved"))]
+    opened_at = _by_customer(opens)["timestamp"].max().reindex(index)
+    f["open_complaint"] = is_open.astype("float64")
+    f["open_complaint_days"] = _days(cutoff, opened_at).where(is_open, 0.0)
 
     # surveys: the latest answer (ties: the higher one) and the mean
     for survey in ("nps", "csat"):
@@ -119,6 +139,22 @@ def features_at(
         redeemed = past[(kind == "offer_redeemed") & (past["timestamp"] >= since)]
         f[f"n_offer_sent_{days}d"] = _by_customer(sent).size().reindex(index, fill_value=0)
         f[f"n_offer_redeemed_{days}d"] = _by_customer(redeemed).size().reindex(index, fill_value=0)
+    all_sent = _by_customer(real_offers).size().reindex(index, fill_value=0)
+    redemptions = past[kind == "offer_redeemed"]
+    all_redeemed = _by_customer(redemptions).size().reindex(index, fill_value=0)
+    f["n_offer_sent_all"] = all_sent
+    f["offer_redemption_rate"] = all_redeemed / all_sent.replace(0, np.nan)
+    f["days_since_last_redemption"] = _days(
+        cutoff, _by_customer(redemptions)["timestamp"].max().reindex(index)
+    )
+    year = purchases[purchases["timestamp"] >= cutoff - 365 * DAY]
+    online = year[year["channel"].isin(ONLINE_CHANNELS)]
+    n_online = _by_customer(online).size().reindex(index, fill_value=0)
+    f["online_share_365d"] = n_online / counts[365].replace(0, np.nan)
+    usual_gap = f["tenure_days"].clip(upper=365.0) / counts[365].replace(0, np.nan)
+    f["recency_over_usual_gap"] = f["days_since_last_purchase"] / usual_gap
+    tenure = f["tenure_days"]
+    f["days_to_anniversary"] = (DAYS_PER_YEAR - tenure % DAYS_PER_YEAR).where(tenure >= 0)
     joined = _by_customer(past[kind == "loyalty_join"]).size().reindex(index, fill_value=0)
     f["has_loyalty_join"] = (joined > 0).astype("float64")
 

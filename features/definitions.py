@@ -177,6 +177,10 @@ COUNTED_TYPES = (
     "cancellation",
 )
 PURCHASE_WINDOWS = (7, 30, 90, 365)
+# Channels of the contract that count as buying online (`online_share_365d`); free shipping and
+# other delivery offers speak to customers who buy there.
+ONLINE_CHANNELS = ("web", "app")
+DAYS_PER_YEAR = 365.25  # signup anniversaries (yearly renewals) recur this often
 COUNT_WINDOWS = (30, 90)
 TREND_DAYS = 30
 
@@ -252,11 +256,12 @@ _TYPED_HISTORY = (
     "nps",
     "csat",
     "loyalty_join",
+    "offer_redeemed",
 )
 
 PURCHASE_EVENTS = "purchase_events"
 PURCHASE_EVENTS_SQL = (
-    "SELECT customer_id, timestamp, event_type, amount FROM events"
+    "SELECT customer_id, timestamp, event_type, amount, channel FROM events"
     " WHERE event_type IN ('purchase', 'refund', 'cancellation')"
 )
 
@@ -290,6 +295,22 @@ CHURN_SOURCES = MappingProxyType(
             ) AS ordered
             WHERE event_type = 'complaint_resolved' AND last_complaint_at IS NOT NULL
         """,
+        # Complaints that open a case: the first since the last resolution. A complaint while a
+        # case is open chases that case, and one resolution closes the case with its chasers, so
+        # complaints minus resolutions overstates what is open. Only earlier events decide.
+        "complaint_cases": """
+            SELECT customer_id, timestamp
+            FROM (
+                SELECT customer_id, timestamp, event_type,
+                       lag(event_type) OVER (
+                           PARTITION BY customer_id ORDER BY timestamp, event_type
+                       ) AS previous_type
+                FROM service_events
+                WHERE event_type IN ('complaint', 'complaint_resolved')
+            ) AS ordered
+            WHERE event_type = 'complaint'
+              AND (previous_type IS NULL OR previous_type = 'complaint_resolved')
+        """,
     }
 )
 
@@ -300,6 +321,12 @@ CHURN_SCANS = (
         (
             Aggregate("n_purchase_365d", "count(*)"),
             Aggregate("revenue_365d", "sum(amount)"),
+            Aggregate(
+                "n_online_purchase_365d",
+                "count(*) FILTER (WHERE channel IN ("
+                + ", ".join(f"'{c}'" for c in ONLINE_CHANNELS)
+                + "))",
+            ),
         ),
         where="event_type = 'purchase'",
         window_days=365,
@@ -323,6 +350,23 @@ CHURN_SCANS = (
                 "max",
             ),
             Aggregate("last_offer_at", f"max(timestamp) FILTER (WHERE {_REAL_OFFER})", "max"),
+            Aggregate("n_offer_sent_all", f"count(*) FILTER (WHERE {_REAL_OFFER})"),
+            Aggregate(
+                "n_offer_redeemed_all", "count(*) FILTER (WHERE event_type = 'offer_redeemed')"
+            ),
+            Aggregate(
+                "last_redeemed_at",
+                "max(timestamp) FILTER (WHERE event_type = 'offer_redeemed')",
+                "max",
+            ),
+            Aggregate(
+                "last_complaint_at", "max(timestamp) FILTER (WHERE event_type = 'complaint')", "max"
+            ),
+            Aggregate(
+                "last_resolved_at",
+                "max(timestamp) FILTER (WHERE event_type = 'complaint_resolved')",
+                "max",
+            ),
             Aggregate("n_complaint_all", "count(*) FILTER (WHERE event_type = 'complaint')"),
             Aggregate(
                 "n_resolved_all", "count(*) FILTER (WHERE event_type = 'complaint_resolved')"
@@ -345,7 +389,20 @@ CHURN_SCANS = (
         ),
         source="resolutions",
     ),
+    Scan(
+        "case_history",
+        (Aggregate("last_case_opened_at", "max(timestamp)", "max"),),
+        source="complaint_cases",
+    ),
 )
+
+# A complaint is open when none of the complaint_resolved events comes after it (at the same
+# instant, the complaint sorts first: resolved).
+_OPEN_COMPLAINT = (
+    "(last_complaint_at IS NOT NULL"
+    " AND (last_resolved_at IS NULL OR last_complaint_at > last_resolved_at))"
+)
+_TENURE = days_between("signup_date", "cutoff")
 
 
 def _count(name: str, description: str, aggregate: str | None = None) -> Feature:
@@ -438,6 +495,19 @@ def _churn_features() -> tuple[Feature, ...]:
             "complaints minus complaint_resolved events over all history, floored at 0",
         ),
         Feature(
+            "open_complaint",
+            f"CAST({_OPEN_COMPLAINT} AS DOUBLE)",
+            "float64",
+            "1 if the latest complaint has no complaint_resolved after it (a case is open)",
+        ),
+        Feature(
+            "open_complaint_days",
+            f"CASE WHEN {_OPEN_COMPLAINT} "
+            f"THEN {days_between('last_case_opened_at', 'cutoff')} ELSE 0.0 END",
+            "float64",
+            "days since the open case's first complaint (0: no case open)",
+        ),
+        Feature(
             "avg_resolution_days",
             "sum_resolution_days / nullif(n_resolutions_all, 0)",
             "float64",
@@ -457,6 +527,45 @@ def _churn_features() -> tuple[Feature, ...]:
         )
         f.append(_count(f"n_offer_redeemed_{days}d", f"offers redeemed in the last {days} days"))
     f += [
+        _count(
+            "n_offer_sent_all",
+            f"offers sent over all history, '{NO_OFFER}' controls excluded",
+        ),
+        Feature(
+            "offer_redemption_rate",
+            "coalesce(n_offer_redeemed_all, 0) / nullif(n_offer_sent_all, 0)",
+            "float64",
+            "offers redeemed per offer sent, all history (NULL: no offer sent); how much offers"
+            " move the customer",
+        ),
+        Feature(
+            "days_since_last_redemption",
+            days_between("last_redeemed_at", "cutoff"),
+            "float64",
+            "days since the latest offer_redeemed (NULL: none)",
+        ),
+        Feature(
+            "online_share_365d",
+            "n_online_purchase_365d / nullif(n_purchase_365d, 0)",
+            "float64",
+            "share of the last 365 days' purchases made in an online channel"
+            f" ({', '.join(ONLINE_CHANNELS)}; NULL: no purchase)",
+        ),
+        Feature(
+            "recency_over_usual_gap",
+            f"{days_between('last_purchase_at', 'cutoff')}"
+            f" / (least({_TENURE}, 365.0) / nullif(n_purchase_365d, 0))",
+            "float64",
+            "days since the latest purchase over the customer's mean gap between purchases in the"
+            " last 365 days (or the tenure, if shorter); NULL: no purchase",
+        ),
+        Feature(
+            "days_to_anniversary",
+            f"CASE WHEN {_TENURE} >= 0 THEN {DAYS_PER_YEAR}"
+            f" - ({_TENURE} - {DAYS_PER_YEAR} * floor({_TENURE} / {DAYS_PER_YEAR})) END",
+            "float64",
+            "days to the next signup anniversary (yearly renewals; NULL before signup)",
+        ),
         Feature(
             "has_loyalty_join",
             "CAST(coalesce(n_loyalty_join_all, 0) > 0 AS DOUBLE)",

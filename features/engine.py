@@ -66,6 +66,7 @@ EVENT_TYPES_SQL = {
     "amount": "DOUBLE",
     "offer_id": "VARCHAR",
     "score": "DOUBLE",
+    "channel": "VARCHAR",
 }
 EVENT_REQUIRED = ("customer_id", "timestamp", "event_type")
 CUSTOMER_TYPES_SQL = {

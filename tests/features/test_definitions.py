@@ -132,6 +132,10 @@ def test_build_features_leaves_missing_data_missing() -> None:
         "avg_nps",
         "last_csat",
         "avg_csat",
+        "offer_redemption_rate",
+        "days_since_last_redemption",
+        "online_share_365d",
+        "recency_over_usual_gap",
     ]
     assert row[missing].isna().all()
 
@@ -181,6 +185,83 @@ def test_build_features_floors_unresolved_complaints_at_zero() -> None:
     row = features_of(event("C1", T0 - 4 * DAY, "complaint_resolved"))
     assert row["unresolved_complaints"] == 0
     assert math.isnan(row["avg_resolution_days"])
+
+
+@pytest.mark.parametrize(
+    ("history", "is_open", "open_days"),
+    [
+        ([], 0.0, 0.0),
+        ([(20, "complaint")], 1.0, 20.0),
+        ([(20, "complaint"), (10, "complaint_resolved")], 0.0, 0.0),
+        # a chaser while the case is open: one resolution closes both (complaints minus
+        # resolutions would still count one)
+        ([(20, "complaint"), (12, "complaint"), (10, "complaint_resolved")], 0.0, 0.0),
+        # the case opened with the first complaint, not the chaser
+        ([(20, "complaint"), (12, "complaint")], 1.0, 20.0),
+        # a new case after a resolution: its age counts from its own first complaint
+        ([(40, "complaint"), (30, "complaint_resolved"), (5, "complaint")], 1.0, 5.0),
+        ([(5, "complaint"), (5, "complaint_resolved")], 0.0, 0.0),  # same instant: resolved
+        ([(5, "complaint"), (-1, "complaint_resolved")], 1.0, 5.0),  # resolved only later
+    ],
+)
+def test_build_features_flags_open_complaint_cases(
+    history: list[tuple[int, str]], is_open: float, open_days: float
+) -> None:
+    row = features_of(*(event("C1", T0 - days * DAY, kind) for days, kind in history))
+    assert row["open_complaint"] == is_open
+    assert row["open_complaint_days"] == pytest.approx(open_days)
+
+
+def test_build_features_measures_response_to_offers() -> None:
+    row = features_of(
+        event("C1", T0 - 400 * DAY, "offer_sent", offer_id="gift"),
+        event("C1", T0 - 200 * DAY, "offer_sent", offer_id="discount_10"),
+        event("C1", T0 - 190 * DAY, "offer_redeemed", offer_id="discount_10"),
+        event("C1", T0 - 20 * DAY, "offer_sent", offer_id="discount_10"),
+        event("C1", T0 - 10 * DAY, "offer_sent", offer_id="none"),  # a control: not an offer
+        event("C1", T0 + DAY, "offer_redeemed", offer_id="discount_10"),  # the future
+    )
+    assert row["n_offer_sent_all"] == 3
+    assert row["offer_redemption_rate"] == pytest.approx(1 / 3)
+    assert row["days_since_last_redemption"] == pytest.approx(190.0)
+    never = features_of(event("C1", T0 - DAY, "visit"))
+    assert never["n_offer_sent_all"] == 0
+    assert math.isnan(never["offer_redemption_rate"])
+    assert math.isnan(never["days_since_last_redemption"])
+
+
+def test_build_features_computes_online_share_and_own_pace() -> None:
+    row = features_of(
+        event("C1", T0 - 30 * DAY, "purchase", amount=5.0, channel="web"),
+        event("C1", T0 - 60 * DAY, "purchase", amount=5.0, channel="app"),
+        event("C1", T0 - 90 * DAY, "purchase", amount=5.0, channel="store"),
+        event("C1", T0 - 120 * DAY, "purchase", amount=5.0, channel=None),
+        event("C1", T0 - 500 * DAY, "purchase", amount=5.0, channel="store"),  # over a year ago
+        event("C1", T0 - 2 * DAY, "visit", channel="store"),  # not a purchase
+        signup_date=T0 - 730 * DAY,
+    )
+    assert row["online_share_365d"] == pytest.approx(2 / 4)
+    # 30 days since the latest purchase, against a usual gap of 365 / 4 days
+    assert row["recency_over_usual_gap"] == pytest.approx(30 / (365 / 4))
+    # a customer of 100 days: the gap is the tenure over the purchases
+    young = features_of(purchase(T0 - 10 * DAY, 5.0), signup_date=T0 - 100 * DAY)
+    assert young["recency_over_usual_gap"] == pytest.approx(10 / 100)
+    assert math.isnan(features_of(signup_date=T0 - 100 * DAY)["online_share_365d"])
+
+
+@pytest.mark.parametrize(
+    ("tenure_days", "to_anniversary"),
+    [(100.0, 265.25), (365.0, 0.25), (365.25, 365.25), (400.0, 330.5), (0.0, 365.25)],
+)
+def test_build_features_counts_days_to_signup_anniversary(
+    tenure_days: float, to_anniversary: float
+) -> None:
+    row = features_of(signup_date=T0 - tenure_days * DAY)
+    assert row["days_to_anniversary"] == pytest.approx(to_anniversary)
+
+
+def test_build_features_leaves_anniversary_missing_before_signup() -> None:
+    assert math.isnan(features_of(signup_date=T0 + DAY)["days_to_anniversary"])
 
 
 def test_build_features_excludes_control_offers() -> None:

@@ -85,7 +85,7 @@ def test_build_features_on_spark_reads_spark_dataframes(
 ) -> None:
     customers, events = world
     entities = entities_frame(*[(c, "2025-06-01") for c in customers["customer_id"]])
-    columns = ["customer_id", "timestamp", "event_type", "amount", "offer_id", "score"]
+    columns = ["customer_id", "timestamp", "event_type", "amount", "offer_id", "score", "channel"]
     zone = spark.conf.get("spark.sql.session.timeZone")
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # naive pandas times are UTC instants
     try:
