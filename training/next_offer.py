@@ -6,7 +6,7 @@ each decision carrying the propensity with which the logging policy chose it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -19,7 +19,15 @@ from sklearn.utils.validation import check_is_fitted
 from features.contract import NO_OFFER
 from features.offers import Offer
 from training.encoding import categorical_columns, encode_frame, learn_categories
-from training.offpolicy import PolicyValue, auuc, deterministic, policy_value, qini_curve, uniform
+from training.offpolicy import (
+    PolicyValue,
+    auuc,
+    deterministic,
+    ips_terms,
+    policy_value,
+    qini_curve,
+    uniform,
+)
 from training.policy import best_actions, expected_costs, net_values
 from training.uplift import DRLearner, LogitLearner, SLearner, TLearner
 
@@ -246,6 +254,8 @@ class PolicyReport:
     auuc: dict[str, float]  # offer -> area under the Qini curve
     qini: dict[str, pd.DataFrame]  # offer -> Qini curve
     best_single_offer: str
+    # the learned policy's IPS term of each held-out decision, to compare learners pairwise
+    learned_ips_terms: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def metrics(self) -> dict[str, float]:
         out = {f"auuc_{offer}": value for offer, value in self.auuc.items()}
@@ -315,7 +325,19 @@ def evaluate_policy(
             1.0 / logged_propensity[rows],
         )
         curves[offer], areas[offer] = curve, auuc(curve)
-    return PolicyReport(values=estimates, auuc=areas, qini=curves, best_single_offer=best_single)
+    terms = ips_terms(
+        reward=reward[known],
+        logged_action=logged_action[known],
+        logged_propensity=logged_propensity[known],
+        target=policies["learned"][known],
+    )
+    return PolicyReport(
+        values=estimates,
+        auuc=areas,
+        qini=curves,
+        best_single_offer=best_single,
+        learned_ips_terms=terms,
+    )
 
 
 def oracle_comparison(

@@ -73,6 +73,50 @@ def policy_value(
     return PolicyValue(*ips, *dr, n=len(reward))
 
 
+def ips_terms(
+    *,
+    reward: np.ndarray,
+    logged_action: np.ndarray,
+    logged_propensity: np.ndarray,
+    target: pd.DataFrame,
+) -> np.ndarray:
+    """Each decision's term of the IPS value of `target` (their mean is `PolicyValue.ips`).
+
+    Two policies' terms over the same decisions pair up: their difference has a far smaller
+    variance than either value, as both share the logged rewards (see `paired_difference`).
+    """
+    actions = list(target.columns)
+    column = pd.Index(actions).get_indexer(pd.Index(np.asarray(logged_action, dtype=object)))
+    if (column < 0).any():
+        unknown = sorted(set(np.asarray(logged_action)[column < 0]))
+        raise ValueError(f"logged actions missing from the target policy: {unknown}")
+    probs = target[actions].to_numpy(dtype=float)[np.arange(len(column)), column]
+    return probs / np.asarray(logged_propensity, dtype=float) * np.asarray(reward, dtype=float)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean per-decision difference of two policies' values on the same decisions, 95% CI."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return bool(self.low > 0 or self.high < 0)
+
+
+def paired_difference(terms: np.ndarray, baseline_terms: np.ndarray) -> PairedDifference:
+    """`terms` minus `baseline_terms` (per-decision IPS terms of two policies), normal 95% CI."""
+    terms, baseline_terms = np.asarray(terms, float), np.asarray(baseline_terms, float)
+    if terms.shape != baseline_terms.shape:
+        raise ValueError("paired terms must cover the same decisions")
+    mean, low, high = _mean_ci(terms - baseline_terms)
+    return PairedDifference(mean, low, high, n=len(terms))
+
+
 def deterministic(choice: pd.Series, actions: list[str]) -> pd.DataFrame:
     """A policy that takes `choice` with probability one, as a probability frame."""
     return pd.DataFrame(

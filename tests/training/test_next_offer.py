@@ -10,8 +10,14 @@ import pytest
 
 from features.demo import generate_world
 from features.offers import parse_catalog
-from training.next_offer import Goal, active_at_cutoff, decision_outcomes, logged_decisions
-from training.offer_pipeline import LEARNERS, train_next_offer
+from training.next_offer import (
+    Goal,
+    PolicyReport,
+    active_at_cutoff,
+    decision_outcomes,
+    logged_decisions,
+)
+from training.offer_pipeline import DEFAULT_LEARNER, LEARNERS, choose_learner, train_next_offer
 from training.registry import load_champion
 
 T = pd.Timestamp("2025-01-01 06:00")
@@ -72,6 +78,34 @@ def test_active_at_cutoff_matches_panel_rule() -> None:
     assert active_at_cutoff(features, 90).tolist() == [True, False, False, False]
 
 
+def report_with_terms(terms: np.ndarray) -> PolicyReport:
+    return PolicyReport(values={}, auuc={}, qini={}, best_single_offer="", learned_ips_terms=terms)
+
+
+@pytest.mark.parametrize(
+    ("shift", "chosen"),
+    [
+        (0.0, DEFAULT_LEARNER),  # a tie keeps the default
+        (0.05, DEFAULT_LEARNER),  # better on average, but within the noise
+        (-1.0, DEFAULT_LEARNER),  # clearly worse
+        (1.0, "t"),  # clearly better on the same decisions
+    ],
+)
+def test_choose_learner_keeps_default_unless_clearly_beaten(shift: float, chosen: str) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(100.0, 50.0, 4_000)  # the values' spread: each alone is +-1.5 wide
+    paired_noise = rng.normal(0.0, 5.0, 4_000)  # CI of a difference: +-0.15
+    reports = {
+        DEFAULT_LEARNER: report_with_terms(base),
+        "t": report_with_terms(base + shift + paired_noise),
+        "s": report_with_terms(base - 0.5 + paired_noise),
+    }
+    got, versus = choose_learner(reports)
+    assert got == chosen
+    assert set(versus) == {"t", "s"}
+    assert versus["t"].low < shift < versus["t"].high
+
+
 def test_train_next_offer_registers_and_evaluates(tmp_path: Path) -> None:
     world = generate_world(3_000, seed=1)
     offers = parse_catalog(world.offers)
@@ -86,6 +120,7 @@ def test_train_next_offer_registers_and_evaluates(tmp_path: Path) -> None:
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     assert result.learner in LEARNERS
+    assert {f"{name}.ips_minus_logit_low" for name in ("dr", "t", "s")} <= set(result.metrics)
     learned = result.reports[result.learner].values["learned"]
     assert learned.dr_low <= learned.dr <= learned.dr_high
     assert set(result.reports[result.learner].values) == {
