@@ -379,6 +379,32 @@ def measure(
     return cell
 
 
+def fsync_latency(directory: Path, n: int = 300) -> dict[str, float]:
+    """fsync of a 4 kB append in the store's directory: what each durable commit of a decision
+    waits for (SQLite WAL, synchronous=FULL). Its tail, not the service's CPU, bounds
+    recommend's p99 on a shared disk."""
+    path = directory / ".fsync-probe"
+    took = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    series = pd.Series(took)
+    return {
+        "n": n,
+        "p50_ms": round(float(series.quantile(0.5)), 3),
+        "p99_ms": round(float(series.quantile(0.99)), 3),
+        "max_ms": round(float(series.max()), 3),
+        "over_10_ms": int((series > 10).sum()),
+    }
+
+
 def sweep(name: str, base: str, args: argparse.Namespace, **kw: Any) -> list[Cell]:
     measure(name + " (warm-up)", base, 8, args.warmup, **kw)
     return [measure(name, base, c, args.seconds, **kw) for c in CONCURRENCY]
@@ -463,6 +489,8 @@ def main() -> None:
             workdir=workdir,
             ids=ids,
         )
+        fsync = {"before": fsync_latency(workdir / "data")}
+        print(f"  fsync of the store's disk: {fsync['before']}")
         cells += sweep(
             "retain POST /offers/recommend",
             base,
@@ -472,6 +500,9 @@ def main() -> None:
             workdir=workdir,
             ids=ids,
         )
+
+        fsync["after"] = fsync_latency(workdir / "data")
+        print(f"  fsync of the store's disk: {fsync['after']}")
 
     def cell(prefix: str, concurrency: int) -> Cell:
         return next(
@@ -517,6 +548,7 @@ def main() -> None:
                 "seconds_per_cell": args.seconds,
                 "load_generator": "wrk" if shutil.which("wrk") else "httpx (asyncio)",
                 "results": [asdict(c) for c in cells],
+                "fsync_around_recommend": fsync,
                 "checks": {k: {"value": v, "passed": passed[k]} for k, v in checks.items()},
             },
             indent=2,

@@ -451,6 +451,18 @@ def restore_alias(env: dict[str, str], version: str) -> None:
     alias_mover(env, version)()
 
 
+def cache_statuses(base: str, tries: int = 12) -> list[dict[str, Any]]:
+    """The feature cache's counters as the workers report them (a request reaches one worker,
+    so several are asked; distinct answers kept)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(tries):
+        status, text = http("GET", f"{base}/v1/admin/status")
+        if status == 200:
+            features = json.loads(text)["features"]
+            seen[json.dumps(features, sort_keys=True)] = features
+    return list(seen.values())
+
+
 # --- main ----------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -513,6 +525,7 @@ def main() -> None:
                 )
             )
             workers_after = worker_pids(parent)
+            caches = cache_statuses(base)
     finally:
         restore_alias(env, champion)  # leave the work directory as it was found
     load_at_end = os.getloadavg()
@@ -575,6 +588,13 @@ def main() -> None:
             f"trend {summary['trend_mb_per_hour']:+.0f} MB/h)"
         )
     print(f"worker restarts during the run: {memory['worker_restarts']}")
+    for features in caches:
+        print(
+            f"feature cache: {features['cached_customers']} rows in {features['blocks']} blocks; "
+            f"{features['compute_runs']} runs, {features['waited_customers']} rows waited for, "
+            f"{features['refreshed_customers']} refreshed after ingestion, "
+            f"{features['compactions']} merges"
+        )
     print(
         f"offered {achieved:.1f} requests/s (target {args.rate:g}); the generator sent "
         f"p99 {frame['lag_ms'].quantile(0.99):.0f} ms late"
@@ -621,6 +641,7 @@ def main() -> None:
                 "p99_over_time": window_series(results),
                 "reload": reload_log,
                 "memory": memory,
+                "feature_caches": caches,
                 "rss_samples": samples,
                 "checks": {"errors": {"value": len(errors), "target": 0, "passed": not errors}},
             },

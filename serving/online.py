@@ -15,6 +15,16 @@ customer in chunks every `feature_refresh_seconds`, so requests rarely pay for a
 
 Data read for a row is bracketed by two signature reads; a row whose data changed in between is
 served but not cached.
+
+A DuckDB run costs about the same for one customer as for a few hundred (~100 ms, almost all of
+it fixed cost), so rows are never computed one request at a time: a miss joins the next run of
+the cache's compute thread, which takes every customer waiting at that moment (as the decision
+log group-commits decisions). The same thread recomputes the customers whose events were just
+ingested, by this worker (`refresh`) or by another one (`follow`: on SQLite it reads the ids of
+events stored since its last look, a few times a second), so the next request finds them
+cached. Each run makes a block; small and mostly replaced blocks are merged into one (`compact`)
+so that the number of blocks, the memory they hold and the work a model swap does per block
+stay bounded.
 """
 
 from __future__ import annotations
@@ -24,9 +34,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -44,6 +55,11 @@ log = logging.getLogger("retain.serving.online")
 
 CHUNK: Final = 2_000  # customers per bulk read and per DuckDB run
 _IN_CHUNK: Final = 5_000
+FOLLOW_SECONDS: Final = 0.25  # how often a worker looks for events other workers stored
+COMPUTE_TIMEOUT_SECONDS: Final = 30.0
+# Merge blocks once this many are small (< SMALL_BLOCK rows) or mostly replaced.
+FRAGMENTED_BLOCKS: Final = 16
+SMALL_BLOCK: Final = 256
 
 # (events stored for the customer, the customer's stored row): any ingest or upsert changes it.
 Signature = tuple[int, tuple[Any, ...]]
@@ -197,7 +213,10 @@ def recent_contacts_frame(
 
 @dataclass(eq=False)
 class FeatureBlock:
-    """Features of some customers at one `as_of`, and what models derived from them.
+    """Features of some customers, and what models derived from them.
+
+    Rows computed together share one `as_of`; a block merged from others (`FeatureCache.compact`)
+    keeps each row's own, in the `cutoff` column (`as_of` is then the latest).
 
     `memo` holds per model-set results (see `serving.scoring.block_scores`); it is keyed by the
     set's generation so that a model swap never serves results of the previous models.
@@ -213,19 +232,40 @@ class FeatureBlock:
     def __len__(self) -> int:
         return len(self.features)
 
+    def cutoffs(self) -> np.ndarray:
+        """The `as_of` of each row (datetime64[us])."""
+        return self.features["cutoff"].to_numpy(dtype="datetime64[us]")
+
 
 @dataclass(frozen=True)
 class Entry:
-    """One customer's cached row: `block.features.iloc[row]`."""
+    """One customer's cached row: `block.features.iloc[row]`, computed at `as_of`."""
 
     customer_id: str
     block: FeatureBlock
     row: int
     signature: Signature
+    as_of: pd.Timestamp
+    computed_at: float  # time.monotonic() when it was computed
 
-    @property
-    def as_of(self) -> pd.Timestamp:
-        return self.block.as_of
+
+@dataclass(eq=False)
+class _Wanted:
+    """Customers a request waits for, in the compute thread's next run."""
+
+    ids: list[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    found: dict[str, Entry] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+@dataclass
+class ComputeStats:
+    runs: int = 0  # DuckDB runs of the compute thread
+    customers: int = 0  # rows they computed
+    waited: int = 0  # customers requests waited for
+    refreshed: int = 0  # customers recomputed because their events changed
+    compactions: int = 0
 
 
 @dataclass
@@ -258,9 +298,23 @@ class FeatureCache:
         self.max_age_seconds = max_age_seconds
         self.engine = engine or DuckDBEngine(threads=1, plan="by_cutoff")
         self._entries: dict[str, Entry] = {}
+        self._entries_lock = threading.Lock()  # writers only; lookups read the dict as it is
         self.status = WarmStatus()
+        self.stats = ComputeStats()
         self._stop = threading.Event()
         self._warmer: threading.Thread | None = None
+        # The compute thread and what it has to do next.
+        self._wake = threading.Condition()
+        self._wanted: list[_Wanted] = []
+        self._refresh: dict[str, None] = {}
+        self._computer: threading.Thread | None = None
+        self._follow_seconds = 0.0
+        self._marker: int | None = None
+        # Set by the service: precompute a new block's model results; carry them into a merge.
+        self.on_block: Callable[[FeatureBlock], None] | None = None
+        self.on_compact: Callable[[FeatureBlock, list[tuple[FeatureBlock, int]]], None] | None = (
+            None
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -277,7 +331,7 @@ class FeatureCache:
             if signature is not None and entry is None:
                 stale.append(customer_id)
         if stale:
-            out.update(self.compute(list(dict.fromkeys(stale)), found))
+            out.update(self.compute_soon(list(dict.fromkeys(stale))))
         return out
 
     def entry(self, customer_id: str) -> Entry | None:
@@ -297,7 +351,7 @@ class FeatureCache:
         if (
             entry is not None
             and entry.signature == signature
-            and time.monotonic() - entry.block.computed_at < self.max_age_seconds
+            and time.monotonic() - entry.computed_at < self.max_age_seconds
         ):
             return entry
         return None
@@ -333,11 +387,171 @@ class FeatureCache:
             signature = after.get(customer_id)
             if signature is None:
                 continue
-            entry = Entry(customer_id, block, row, signature)
-            out[customer_id] = entry
-            if before.get(customer_id) == signature:
-                self._entries[customer_id] = entry
+            out[customer_id] = Entry(customer_id, block, row, signature, as_of, block.computed_at)
+        with self._entries_lock:
+            for customer_id, entry in out.items():
+                if before.get(customer_id) == entry.signature:
+                    self._entries[customer_id] = entry
         return out
+
+    # --- the compute thread ----------------------------------------------------------------
+
+    def compute_soon(
+        self, ids: Sequence[str], timeout: float = COMPUTE_TIMEOUT_SECONDS
+    ) -> dict[str, Entry]:
+        """`compute`, in the compute thread's next run together with every other customer
+        waiting then; returns once that run has computed them."""
+        if self._stop.is_set():
+            return self.compute(ids)
+        wanted = _Wanted(list(ids))
+        with self._wake:
+            self._ensure_computer()
+            self._wanted.append(wanted)
+            self._wake.notify()
+        if not wanted.done.wait(timeout):
+            raise TimeoutError(f"online features were not computed within {timeout} s")
+        if wanted.error is not None:
+            raise wanted.error
+        return wanted.found
+
+    def refresh(self, ids: Iterable[str]) -> None:
+        """Recompute these customers soon (their data changed), without waiting; those not
+        cached are left alone."""
+        with self._wake:
+            for customer_id in ids:
+                if customer_id in self._entries:
+                    self._refresh[customer_id] = None
+            if self._refresh:
+                self._ensure_computer()
+                self._wake.notify()
+
+    def follow(self, interval_seconds: float = FOLLOW_SECONDS) -> bool:
+        """Refresh the customers whose events any worker stores, looking every
+        `interval_seconds`; False where the store cannot tell (PostgreSQL)."""
+        found = self.store.events_added_after(None)
+        if found is None:
+            return False
+        with self._wake:
+            self._marker = found[0]
+            self._follow_seconds = interval_seconds
+            self._ensure_computer()
+            self._wake.notify()
+        return True
+
+    def _ensure_computer(self) -> None:
+        # Called with self._wake held.
+        if self._computer is None and not self._stop.is_set():
+            self._computer = threading.Thread(
+                target=self._compute_loop, name="retain-feature-compute", daemon=True
+            )
+            self._computer.start()
+
+    def _compute_loop(self) -> None:
+        next_look = time.monotonic()
+        while True:
+            with self._wake:
+                while not (self._wanted or self._refresh or self._stop.is_set()):
+                    if self._follow_seconds and time.monotonic() >= next_look:
+                        break
+                    wait = next_look - time.monotonic() if self._follow_seconds else None
+                    self._wake.wait(wait)
+                wanted, self._wanted = self._wanted, []
+                refresh, self._refresh = list(self._refresh), {}
+                if self._stop.is_set():
+                    for item in wanted:
+                        item.error = RuntimeError("the service is stopping")
+                        item.done.set()
+                    return
+            if self._follow_seconds and time.monotonic() >= next_look:
+                next_look = time.monotonic() + self._follow_seconds
+                refresh += self._changed_customers()
+            try:
+                self._run(wanted, refresh)
+            except Exception as exc:  # every waiter learns why, none hangs
+                log.exception("computing online features failed")
+                for item in wanted:
+                    item.error = exc
+            finally:
+                for item in wanted:
+                    item.done.set()
+
+    def _changed_customers(self) -> list[str]:
+        try:
+            found = self.store.events_added_after(self._marker)
+        except Exception:
+            log.exception("reading the ids of new events failed; will retry")
+            return []
+        if found is None:
+            return []
+        self._marker, ids = found
+        return [i for i in ids if i in self._entries]
+
+    def _run(self, wanted: list[_Wanted], refresh: list[str]) -> None:
+        asked = dict.fromkeys(i for item in wanted for i in item.ids)
+        ids = [*asked, *(i for i in dict.fromkeys(refresh) if i not in asked)]
+        if not ids:
+            return
+        before = signatures(self.store, ids)
+        # A refresh of a customer some request has already brought up to date is skipped.
+        todo = [i for i in ids if i in before and (i in asked or self.lookup(i, before[i]) is None)]
+        computed: dict[str, Entry] = {}
+        blocks: list[FeatureBlock] = []
+        for part in _chunks(todo, CHUNK):
+            found = self.compute(list(part), before)
+            computed.update(found)
+            if found:
+                blocks.append(next(iter(found.values())).block)
+        self.stats.runs += bool(todo)
+        self.stats.customers += len(computed)
+        self.stats.waited += len(asked)
+        self.stats.refreshed += len(todo) - len([i for i in todo if i in asked])
+        for item in wanted:
+            item.found = {i: computed[i] for i in item.ids if i in computed}
+            item.done.set()  # answer the requests before the precomputation below
+        if self.on_block is not None:
+            for block in blocks:
+                try:
+                    self.on_block(block)
+                except Exception:
+                    log.exception("precomputing a block failed")
+        self.compact()
+
+    def compact(self, *, fragmented: int = FRAGMENTED_BLOCKS) -> FeatureBlock | None:
+        """Merge the live rows of small or mostly replaced blocks into one block, once there are
+        `fragmented` of them (each row keeps its `as_of`, signature and age)."""
+        live: dict[int, list[Entry]] = {}
+        blocks: dict[int, FeatureBlock] = {}
+        for entry in list(self._entries.values()):
+            live.setdefault(id(entry.block), []).append(entry)
+            blocks[id(entry.block)] = entry.block
+        small = [
+            key
+            for key, block in blocks.items()
+            if len(block) < SMALL_BLOCK or 2 * len(live[key]) < len(block)
+        ]
+        if len(small) < fragmented:
+            return None
+        moved = [entry for key in small for entry in live[key]]
+        features = pd.concat(
+            [blocks[k].features.iloc[[e.row for e in live[k]]] for k in small], ignore_index=True
+        )
+        customer_rows = pd.concat(
+            [blocks[k].customers.iloc[[e.row for e in live[k]]] for k in small], ignore_index=True
+        )
+        merged = FeatureBlock(
+            as_of=max(e.as_of for e in moved), features=features, customers=customer_rows
+        )
+        if self.on_compact is not None:
+            try:
+                self.on_compact(merged, [(e.block, e.row) for e in moved])
+            except Exception:
+                log.exception("carrying model results into a merged block failed")
+        with self._entries_lock:
+            for row, entry in enumerate(moved):
+                if self._entries.get(entry.customer_id) is entry:
+                    self._entries[entry.customer_id] = replace(entry, block=merged, row=row)
+        self.stats.compactions += 1
+        return merged
 
     def blocks(self) -> list[FeatureBlock]:
         """The distinct blocks the cache currently refers to."""
@@ -347,7 +561,8 @@ class FeatureCache:
         return list(seen.values())
 
     def clear(self) -> None:
-        self._entries = {}
+        with self._entries_lock:
+            self._entries = {}
 
     # --- background refresh ----------------------------------------------------------------
 
@@ -409,6 +624,11 @@ class FeatureCache:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._computer is not None:
+            self._computer.join(timeout=30)
+            self._computer = None
         if self._warmer is not None:
             self._warmer.join(timeout=30)
             self._warmer = None

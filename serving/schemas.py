@@ -388,6 +388,13 @@ class FeatureCacheStatus(BaseModel):
     last_completed_at: datetime | None
     reasons_computed: int
     reasons_missing: int = Field(description="Cached rows without reason codes yet.")
+    blocks: int = Field(0, description="Distinct blocks of rows the cache holds.")
+    compute_runs: int = Field(0, description="Feature runs for misses and changed customers.")
+    refreshed_customers: int = Field(
+        0, description="Rows recomputed because the customer's events changed (no request)."
+    )
+    waited_customers: int = Field(0, description="Rows requests waited for (cache misses).")
+    compactions: int = Field(0, description="Merges of small blocks into one.")
 
 
 class ServiceStatus(BaseModel):

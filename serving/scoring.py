@@ -178,12 +178,14 @@ def predict_clv(model: Any, X: np.ndarray, *, threads: int = 1) -> np.ndarray:
     return np.asarray(model.booster_.predict(X, num_threads=threads), dtype=float)
 
 
-def profiles(customers: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The offer rules' inputs per customer (indexed by customer_id), tenure at `as_of`."""
+def profiles(customers: pd.DataFrame, as_of: pd.Timestamp | np.ndarray) -> pd.DataFrame:
+    """The offer rules' inputs per customer (indexed by customer_id), tenure at `as_of` (one
+    time, or one per row)."""
     columns = ["segment", "country", "language", "loyalty_member", "marketing_consent"]
     out = customers[columns].copy()
     signup = pd.to_datetime(customers["signup_date"]).to_numpy()
-    out["tenure_days"] = (np.datetime64(as_of.to_datetime64()) - signup) / np.timedelta64(1, "D")
+    at = np.datetime64(as_of.to_datetime64()) if isinstance(as_of, pd.Timestamp) else as_of
+    out["tenure_days"] = (at - signup) / np.timedelta64(1, "D")
     out.index = pd.Index(customers["customer_id"].astype(str).to_numpy(), name="customer_id")
     return out
 
@@ -401,7 +403,7 @@ def block_scores(block: FeatureBlock, models: ModelSet) -> BlockScores:
             scores.churn_X = models.churn.model.encode(block.features)
         if models.clv is not None:
             scores.clv = predict_clv(models.clv.model, models.clv.model.encode(block.features))
-        scores.profiles = profiles(block.customers, block.as_of)
+        scores.profiles = profiles(block.customers, block.cutoffs())
         languages = block.customers["language"].astype(object).to_numpy()
         scores.languages = [
             str(lang) if isinstance(lang, str) and lang else DEFAULT_LANGUAGE for lang in languages
@@ -874,6 +876,17 @@ class ScoringService:
         if self.offers:
             ensure_offer_values(block, scores, models, self.offers)
 
+    def carry(self, merged: FeatureBlock, sources: list[tuple[FeatureBlock, int]]) -> None:
+        """Before `merged` replaces the blocks its rows come from (`FeatureCache.compact`): its
+        model results, with the reason codes already computed taken over instead of redone."""
+        models = self.models.current
+        self.precompute(merged, models)
+        scores = block_scores(merged, models)
+        for row, (block, old) in enumerate(sources):
+            previous = block.memo.get(models.generation)
+            if isinstance(previous, BlockScores) and previous.reasons[old] is not None:
+                scores.reasons[row] = previous.reasons[old]
+
     def prepare(self, models: ModelSet) -> None:
         """Before a swap: precompute the new set's scores of every cached block."""
         for block in self.cache.blocks():
@@ -993,6 +1006,12 @@ def start_service(
     holder.prepare = service.prepare
     holder.on_swap = swapped
     holder.reload()
+    service.cache.on_block = service.precompute
+    service.cache.on_compact = service.carry
+    if settings.feature_refresh_seconds > 0:
+        # Keep the cache current as events arrive through any worker (SQLite; elsewhere a
+        # changed customer is recomputed on its next request).
+        service.cache.follow()
     service.cache.start_warming(
         settings.feature_refresh_seconds, after_block=service.precompute, after_round=warmed
     )

@@ -362,6 +362,29 @@ class Store:
                 ]
         return _frame(rows, {name: _EVENT_DTYPES[name] for name in columns})
 
+    def events_added_after(
+        self, marker: int | None, limit: int = 10_000
+    ) -> tuple[int, list[str]] | None:
+        """Customers of the events stored after `marker` (None: none yet, only the marker), and
+        the new marker: how serving's feature caches in every worker learn which customers
+        changed. SQLite only (its rowid grows with each insert); None on PostgreSQL."""
+        if self._postgres:
+            return None
+        with self._read() as conn:
+            if marker is None:
+                last = conn.execute(sa.text("SELECT max(rowid) FROM events")).scalar()
+                return int(last or 0), []
+            rows = conn.execute(
+                sa.text(
+                    "SELECT rowid, customer_id FROM events WHERE rowid > :marker "
+                    "ORDER BY rowid LIMIT :limit"
+                ),
+                {"marker": marker, "limit": limit},
+            ).all()
+        if not rows:
+            return marker, []
+        return int(rows[-1][0]), list(dict.fromkeys(str(r[1]) for r in rows))
+
     def load_dataset(self, dataset: Dataset, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> LoadResult:
         """Bulk-load a validated data set (customers, then events) in chunks of `chunk_size`.
 

@@ -44,6 +44,11 @@ def cache_status(cache: FeatureCache, reasons_missing: int) -> FeatureCacheStatu
         last_completed_at=None if last is None else aware(last),
         reasons_computed=status.reasons_done,
         reasons_missing=reasons_missing,
+        blocks=len(cache.blocks()),
+        compute_runs=cache.stats.runs,
+        refreshed_customers=cache.stats.refreshed,
+        waited_customers=cache.stats.waited,
+        compactions=cache.stats.compactions,
     )
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 from fastapi import APIRouter, HTTPException
 
 from features.contract import ContractError, validate_customers, validate_events
-from serving.deps import CrmKey, OffersDep, SettingsDep, StoreDep
+from serving.deps import CrmKey, OffersDep, ScoringDep, SettingsDep, StoreDep
 from serving.schemas import CustomerBatch, EventBatch, IngestOut, UpsertOut
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -14,7 +14,12 @@ router = APIRouter(prefix="/v1", tags=["events"])
 
 @router.post("/events", response_model=IngestOut)
 def ingest_events(
-    batch: EventBatch, _: CrmKey, store: StoreDep, offers: OffersDep, settings: SettingsDep
+    batch: EventBatch,
+    _: CrmKey,
+    store: StoreDep,
+    offers: OffersDep,
+    settings: SettingsDep,
+    scoring: ScoringDep,
 ) -> IngestOut:
     """Ingest interactions; idempotent by event_id. A batch with a bad event stores nothing."""
     if len(batch.events) > settings.max_batch_events:
@@ -30,6 +35,9 @@ def ingest_events(
     if not checked.errors.empty:
         raise ContractError(checked.errors.assign(column="events." + checked.errors["column"]))
     result = store.ingest_events(checked.valid)
+    if result.inserted:
+        # Their next score needs new features: computed now, in the background, not by it.
+        scoring.cache.refresh(checked.valid["customer_id"].astype(str).unique().tolist())
     return IngestOut(inserted=result.inserted, duplicates=result.duplicates)
 
 

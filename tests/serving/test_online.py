@@ -1,0 +1,204 @@
+"""The online feature cache: coalesced computation, refresh after ingestion, merged blocks.
+
+Each check compares cached rows with the offline definition (`build_features` on the store's
+data at the row's own `as_of`): the cache may change how rows are computed and kept, never what
+they hold.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from pandas.testing import assert_frame_equal
+from scoring_world import World, as_, client_for, trained_world
+
+from features.engine import build_features
+from serving.online import Entry, FeatureCache, signatures, utc_now
+from serving.scoring import ScoringService
+from serving.store import Store
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return trained_world()
+
+
+@pytest.fixture
+def client(world: World, world_store: dict[str, str], tmp_path: Path) -> Iterator[TestClient]:
+    with client_for(world.settings(tmp_path, **world_store)) as test_client:
+        yield test_client
+
+
+def service(client: TestClient) -> ScoringService:
+    return client.app.state.scoring  # type: ignore[attr-defined,no-any-return]
+
+
+def ids_of(world: World, start: int, stop: int) -> list[str]:
+    return world.dataset.customers["customer_id"].astype(str).iloc[start:stop].tolist()
+
+
+def assert_offline(store: Store, entry: Entry) -> None:
+    """The cached row is the offline definition's row at its own `as_of`, on today's store."""
+    row = entry.block.features.iloc[[entry.row]].reset_index(drop=True)
+    entities = pd.DataFrame({"customer_id": [entry.customer_id], "cutoff": [entry.as_of]})
+    offline = build_features(
+        store.events_of(entry.customer_id), store.customers_frame([entry.customer_id]), entities
+    )
+    assert_frame_equal(row, offline)
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def current(cache: FeatureCache, customer_id: str) -> Entry | None:
+    """The cached entry if it is current for the store's data now (computing nothing)."""
+    signature = signatures(cache.store, [customer_id]).get(customer_id)
+    return None if signature is None else cache.lookup(customer_id, signature)
+
+
+def purchases(customer_id: str, n: int, tag: str) -> list[dict[str, object]]:
+    now = utc_now()
+    return [
+        {
+            "event_id": f"{tag}-{customer_id}-{i}",
+            "customer_id": customer_id,
+            "timestamp": (now - pd.Timedelta(hours=i + 1)).isoformat(),
+            "event_type": "purchase",
+            "amount": 50.0,
+        }
+        for i in range(n)
+    ]
+
+
+def test_compute_soon_serves_waiting_misses_in_one_run(client: TestClient, world: World) -> None:
+    cache = service(client).cache
+    gate, first_run_done = threading.Event(), threading.Event()
+    on_block = cache.on_block
+
+    def held(block: object) -> None:
+        # The compute thread is held here after its first run, so the misses below queue up.
+        first_run_done.set()
+        gate.wait(30)
+        if on_block is not None:
+            on_block(block)  # type: ignore[arg-type]
+
+    cache.on_block = held
+    runs_before = cache.stats.runs
+    first = ids_of(world, 0, 1)
+    assert cache.compute_soon(first).keys() == {first[0]}
+    assert first_run_done.wait(30)
+    waiting = [ids_of(world, 10 + 3 * k, 13 + 3 * k) for k in range(5)]
+    found: dict[int, dict[str, Entry]] = {}
+
+    def ask(k: int) -> None:
+        found[k] = cache.compute_soon(waiting[k])
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(waiting))]
+    for thread in threads:
+        thread.start()
+    assert wait_for(lambda: len(cache._wanted) == len(waiting), 10)
+    cache.on_block = on_block
+    gate.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert cache.stats.runs - runs_before == 2  # the first run, then one for all five requests
+    blocks = {id(entry.block) for answer in found.values() for entry in answer.values()}
+    assert len(blocks) == 1
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    for k, ids in enumerate(waiting):
+        assert sorted(found[k]) == sorted(ids)
+        for entry in found[k].values():
+            assert_offline(store, entry)
+
+
+def test_ingest_refreshes_cached_features_without_a_request(
+    client: TestClient, world: World
+) -> None:
+    cache = service(client).cache
+    customer_id = ids_of(world, 40, 41)[0]
+    before = cache.entry(customer_id)
+    assert before is not None
+    refreshed_before = cache.stats.refreshed
+
+    answer = client.post(
+        "/v1/events", json={"events": purchases(customer_id, 3, "refresh")}, headers=as_("crm")
+    )
+    assert answer.json() == {"inserted": 3, "duplicates": 0}
+
+    assert wait_for(lambda: current(cache, customer_id) is not None)
+    after = current(cache, customer_id)
+    assert after is not None and after.as_of > before.as_of
+    assert cache.stats.refreshed > refreshed_before
+    assert_offline(client.app.state.store, after)  # type: ignore[attr-defined]
+    assert after.block.features["n_purchase_30d"].iloc[after.row] >= 3
+
+
+def test_follow_refreshes_customers_another_worker_ingested(world: World, tmp_path: Path) -> None:
+    # SQLite only: the follower reads the rowids of new events (PostgreSQL has none to read).
+    with client_for(world.settings(tmp_path)) as client:
+        cache = service(client).cache
+        assert cache.follow(0.05)
+        customer_id = ids_of(world, 50, 51)[0]
+        assert cache.entry(customer_id) is not None
+        # Another worker's write: straight into the store, never through this app.
+        other = Store(client.app.state.settings.database_url)  # type: ignore[attr-defined]
+        try:
+            from features.contract import validate_events
+
+            frame = pd.DataFrame(purchases(customer_id, 2, "follow"))
+            checked = validate_events(frame, customer_ids=pd.Series([customer_id]))
+            assert other.ingest_events(checked.valid).inserted == 2
+        finally:
+            other.close()
+
+        assert wait_for(lambda: current(cache, customer_id) is not None)
+        entry = current(cache, customer_id)
+        assert entry is not None
+        assert_offline(client.app.state.store, entry)  # type: ignore[attr-defined]
+
+
+def test_compact_merges_small_blocks_keeping_rows_and_scores(
+    client: TestClient, world: World
+) -> None:
+    scoring = service(client)
+    cache = scoring.cache
+    groups = [ids_of(world, 100 + 2 * k, 102 + 2 * k) for k in range(6)]
+    for ids in groups:
+        cache.compute(ids)
+    everyone = [i for ids in groups for i in ids]
+    scores_before = {
+        i: client.get(f"/v1/customers/{i}/churn", headers=as_("crm")).json() for i in everyone
+    }
+    entries_before = {i: cache._entries[i] for i in everyone}
+    blocks_before = len(cache.blocks())
+
+    merged = cache.compact(fragmented=2)
+
+    assert merged is not None
+    assert len(cache.blocks()) < blocks_before
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    for customer_id in everyone:
+        entry = cache._entries[customer_id]
+        old = entries_before[customer_id]
+        assert entry.block is merged
+        assert (entry.as_of, entry.signature, entry.computed_at) == (
+            old.as_of,
+            old.signature,
+            old.computed_at,
+        )
+        assert_offline(store, entry)
+        again = client.get(f"/v1/customers/{customer_id}/churn", headers=as_("crm")).json()
+        assert again == scores_before[customer_id]
