@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,7 +56,8 @@ log = logging.getLogger("retain.serving.online")
 
 CHUNK: Final = 2_000  # customers per bulk read and per DuckDB run
 _IN_CHUNK: Final = 5_000
-FOLLOW_SECONDS: Final = 0.25  # how often a worker looks for events other workers stored
+FOLLOW_SECONDS: Final = 0.5  # how often a worker looks for events other workers stored
+REFRESH_EVERY_SECONDS: Final = 1.0  # fewest seconds between two refresh runs
 COMPUTE_TIMEOUT_SECONDS: Final = 30.0
 # Merge blocks once this many are small (< SMALL_BLOCK rows) or mostly replaced.
 FRAGMENTED_BLOCKS: Final = 16
@@ -447,24 +449,44 @@ class FeatureCache:
             self._computer.start()
 
     def _compute_loop(self) -> None:
+        # Requests are served at once; refreshes (no one waiting) at most every
+        # REFRESH_EVERY_SECONDS, so that a run's fixed cost is paid for many customers, however
+        # fast events arrive. A request's run takes the pending refreshes along.
         next_look = time.monotonic()
+        refreshed_at = -math.inf
         while True:
-            with self._wake:
-                while not (self._wanted or self._refresh or self._stop.is_set()):
-                    if self._follow_seconds and time.monotonic() >= next_look:
-                        break
-                    wait = next_look - time.monotonic() if self._follow_seconds else None
-                    self._wake.wait(wait)
-                wanted, self._wanted = self._wanted, []
-                refresh, self._refresh = list(self._refresh), {}
-                if self._stop.is_set():
-                    for item in wanted:
-                        item.error = RuntimeError("the service is stopping")
-                        item.done.set()
-                    return
             if self._follow_seconds and time.monotonic() >= next_look:
                 next_look = time.monotonic() + self._follow_seconds
-                refresh += self._changed_customers()
+                changed = self._changed_customers()
+                with self._wake:
+                    self._refresh.update(dict.fromkeys(changed))
+            with self._wake:
+                while True:
+                    if self._stop.is_set():
+                        for item in self._wanted:
+                            item.error = RuntimeError("the service is stopping")
+                            item.done.set()
+                        self._wanted = []
+                        return
+                    now = time.monotonic()
+                    refresh_due = (
+                        bool(self._refresh) and now >= refreshed_at + REFRESH_EVERY_SECONDS
+                    )
+                    look_due = bool(self._follow_seconds) and now >= next_look
+                    if self._wanted or refresh_due or look_due:
+                        break
+                    deadlines = [next_look] if self._follow_seconds else []
+                    if self._refresh:
+                        deadlines.append(refreshed_at + REFRESH_EVERY_SECONDS)
+                    self._wake.wait(max(0.0, min(deadlines) - now) if deadlines else None)
+                wanted, self._wanted = self._wanted, []
+                refresh: list[str] = []
+                if wanted or refresh_due:
+                    refresh, self._refresh = list(self._refresh), {}
+            if not (wanted or refresh):
+                continue  # time to look for other workers' events
+            if refresh:
+                refreshed_at = time.monotonic()
             try:
                 self._run(wanted, refresh)
             except Exception as exc:  # every waiter learns why, none hangs

@@ -414,6 +414,45 @@ def block_scores(block: FeatureBlock, models: ModelSet) -> BlockScores:
         return scores
 
 
+def take_scores(
+    sources: list[tuple[FeatureBlock, int]], generation: int, *, offers: bool
+) -> BlockScores | None:
+    """The `BlockScores` of rows taken from other blocks, in order, from their memos for
+    `generation` (None when a source has none, or lacks offer values that are wanted)."""
+    groups: dict[int, tuple[BlockScores, list[int]]] = {}
+    for block, row in sources:
+        memo = block.memo.get(generation)
+        if not isinstance(memo, BlockScores) or memo.churn_X is None:
+            return None
+        if offers and not memo.offers_ready:
+            return None
+        groups.setdefault(id(block), (memo, []))[1].append(row)
+    parts = list(groups.values())
+    if not parts or len({tuple(m.actions) for m, _ in parts}) > 1:
+        return None
+    if any(m.clv is None for m, _ in parts) or any(m.profiles is None for m, _ in parts):
+        return None
+
+    def stack(name: str) -> np.ndarray:
+        arrays = [getattr(m, name) for m, _ in parts]
+        return np.concatenate([a[rows] for a, (_, rows) in zip(arrays, parts, strict=True)])
+
+    frames: list[pd.DataFrame] = [m.profiles for m, _ in parts if m.profiles is not None]
+    taken = BlockScores(
+        generation=generation,
+        churn_X=stack("churn_X"),
+        clv=stack("clv"),
+        profiles=pd.concat([f.iloc[rows] for f, (_, rows) in zip(frames, parts, strict=True)]),
+        languages=[m.languages[r] for m, rows in parts for r in rows],
+        actions=list(parts[0][0].actions),
+        reasons=[m.reasons[r] for m, rows in parts for r in rows],
+    )
+    if offers:
+        taken.values, taken.eligible = stack("values"), stack("eligible")
+        taken.offers_ready = True
+    return taken
+
+
 def ensure_offer_values(
     block: FeatureBlock, scores: BlockScores, models: ModelSet, offers: list[Offer]
 ) -> None:
@@ -878,8 +917,14 @@ class ScoringService:
 
     def carry(self, merged: FeatureBlock, sources: list[tuple[FeatureBlock, int]]) -> None:
         """Before `merged` replaces the blocks its rows come from (`FeatureCache.compact`): its
-        model results, with the reason codes already computed taken over instead of redone."""
+        model results, taken row by row from theirs (every result is per row), or computed when
+        some source has none for the current models; reason codes already computed are kept."""
         models = self.models.current
+        taken = take_scores(sources, models.generation, offers=bool(self.offers))
+        if taken is not None and len(taken.reasons) == len(merged):
+            with merged.lock:
+                merged.memo.setdefault(models.generation, taken)
+            return
         self.precompute(merged, models)
         scores = block_scores(merged, models)
         for row, (block, old) in enumerate(sources):
@@ -895,8 +940,10 @@ class ScoringService:
             except Exception:
                 log.exception("precomputing a block for the new models failed")
 
-    def fill_reasons(self, batch: int = 256) -> None:
-        """Reason codes of every cached row, in batches (stops when the models change)."""
+    def fill_reasons(self, batch: int = 256, *, paced: bool = False) -> None:
+        """Reason codes of every cached row, in batches (stops when the models change). `paced`:
+        after each batch, pause as long as it took, so that a refill after a model swap takes at
+        most half a core from the requests (which compute a missing row's reasons themselves)."""
         if not self.settings.feature_warm_reasons:
             return
         generation = self.models.current.generation
@@ -909,8 +956,11 @@ class ScoringService:
             for start in range(0, len(missing), batch):
                 if self.models.current.generation != generation or self.cache.stopping:
                     return
+                started = time.perf_counter()
                 ensure_reasons(block, scores, models, missing[start : start + batch])
                 self.cache.status.reasons_done += min(batch, len(missing) - start)
+                if paced:
+                    time.sleep(min(time.perf_counter() - started, 1.0))
 
     def reload_models(self) -> ModelSet:
         """Reload this worker's models now, and signal the other workers to do the same."""
@@ -933,7 +983,7 @@ class ScoringService:
             return
 
         def fill() -> None:
-            self.fill_reasons()
+            self.fill_reasons(paced=True)
             if self.settle:
                 settle_memory()
 
