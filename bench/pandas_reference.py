@@ -1,4 +1,4 @@
-"""churn_features v1 and the panel labels in idiomatic, vectorised pandas.
+"""churn_features v2 and the panel labels in idiomatic, vectorised pandas.
 
 The benchmark's baseline and an independent second implementation: the tests and the benchmark
 check that it gives the engine's rows (docs/feature-engine.md has the definitions). One
@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.contract import EVENT_TYPES, NO_OFFER
 from features.definitions import (
-    CHURN_FEATURES_V1,
+    CHURN_FEATURES_V2,
     COUNT_WINDOWS,
     COUNTED_TYPES,
     DAYS_PER_YEAR,
@@ -171,7 +171,7 @@ def features_at(
         numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
         f[column] = values.astype("float64") if numeric else values.astype("str")
 
-    f = f.astype({x.name: x.dtype for x in CHURN_FEATURES_V1.features})
+    f = f.astype({x.name: x.dtype for x in CHURN_FEATURES_V2.features})
     return f.join(out[["last_purchase_at", "last_cancellation_at"]])
 
 

@@ -591,13 +591,14 @@ def _churn_features() -> tuple[Feature, ...]:
     return tuple(f)
 
 
-CHURN_FEATURES_V1 = FeatureSet(
+CHURN_FEATURES_V2 = FeatureSet(
     name="churn_features",
-    version="1",
+    version="2",
     sources=CHURN_SOURCES,
     scans=CHURN_SCANS,
     features=_churn_features(),
-    description="Recency, frequency, monetary value, service and survey signals, offers.",
+    description="Recency, frequency, monetary value, service and survey signals, offers;"
+    " v2: open complaint cases, response to offers, online share, own pace, renewals.",
     customer_columns=(
         "signup_date",
         "country",
@@ -607,3 +608,9 @@ CHURN_FEATURES_V1 = FeatureSet(
         "marketing_consent",
     ),
 )
+
+# v2 adds columns to v1 (open complaint case and its age, offers sent and redeemed over all
+# history, online share, recency against the customer's own pace, days to the signup
+# anniversary); v1's columns are unchanged. The old name stays an alias of the current set until
+# the modules that import it move to `CHURN_FEATURES_V2`.
+CHURN_FEATURES_V1 = CHURN_FEATURES_V2

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES_V2
 from features.engine import build_features
 from features.offers import Offer
 from training.next_offer import (
@@ -291,7 +291,7 @@ def train_next_offer(
                 "decisions_test": int(test.sum()),
             },
             tags={
-                "feature_set": CHURN_FEATURES_V1.id,
+                "feature_set": CHURN_FEATURES_V2.id,
                 "data_fingerprint": data_fingerprint(x),
                 "test_cutoff": str(decisions["decided_at"][test].min().date()),
                 "target": goal.name,

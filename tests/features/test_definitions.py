@@ -1,4 +1,4 @@
-"""Each feature of churn_features v1 against hand-computed values, and the engine's contract."""
+"""Each feature of churn_features v2 against hand-computed values, and the engine's contract."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features.definitions import (
-    CHURN_FEATURES_V1,
+    CHURN_FEATURES_V2,
     Aggregate,
     Feature,
     FeatureSet,
@@ -117,7 +117,7 @@ def test_build_features_bounds_windows_exactly(offset: pd.Timedelta, in_30d: boo
 
 def test_build_features_leaves_missing_data_missing() -> None:
     row = features_of()  # a customer without any event
-    counts = [c for c in CHURN_FEATURES_V1.columns if c.startswith("n_")]
+    counts = [c for c in CHURN_FEATURES_V2.columns if c.startswith("n_")]
     assert (row[counts] == 0).all()
     assert row["revenue_30d"] == 0.0
     assert row["unresolved_complaints"] == 0
@@ -319,12 +319,12 @@ def test_build_features_gives_stable_columns_and_dtypes() -> None:
     assert list(frame.columns) == [
         "customer_id",
         "cutoff",
-        *CHURN_FEATURES_V1.columns,
+        *CHURN_FEATURES_V2.columns,
         "age",
         "tier",
         "vip",
     ]
-    expected = {f.name: f.dtype for f in CHURN_FEATURES_V1.features} | {
+    expected = {f.name: f.dtype for f in CHURN_FEATURES_V2.features} | {
         "age": "float64",
         "tier": "str",
         "vip": "float64",
@@ -333,8 +333,8 @@ def test_build_features_gives_stable_columns_and_dtypes() -> None:
         assert frame[column].dtype == dtype, column
     assert frame["cutoff"].dtype == "datetime64[us]"
     assert frame["customer_id"].dtype == "str"
-    assert CHURN_FEATURES_V1.categorical == ["country", "language", "segment"]
-    assert CHURN_FEATURES_V1.id == "churn_features:1"
+    assert CHURN_FEATURES_V2.categorical == ["country", "language", "segment"]
+    assert CHURN_FEATURES_V2.id == "churn_features:2"
 
 
 def test_build_features_keeps_entity_order_and_duplicates() -> None:
