@@ -14,12 +14,13 @@ import asyncio
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from serving.store import Decision, Store, decisions
+from serving.store import Decision, Store, decisions, write_turn
 
 MAX_BATCH: Final = 256
 LOCK_RETRY_SECONDS: Final = 0.0005  # SQLite: poll the write lock this often while it is held
@@ -137,10 +138,13 @@ class DecisionLog:
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         engine = self.engine
         deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        sqlite = engine.dialect.name == "sqlite"
         while True:
             try:
-                with engine.begin() as conn:
-                    conn.execute(decisions.insert(), rows)
+                # On SQLite, in turn with this process's other writers (`write_turn`).
+                with write_turn(engine.url, LOCK_TIMEOUT_SECONDS) if sqlite else nullcontext():
+                    with engine.begin() as conn:
+                        conn.execute(decisions.insert(), rows)
                 return
             except sa.exc.OperationalError as exc:
                 locked = "database is locked" in str(exc.orig)

@@ -29,6 +29,7 @@ stay bounded.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -259,6 +260,19 @@ class _Wanted:
     done: threading.Event = field(default_factory=threading.Event)
     found: dict[str, Entry] = field(default_factory=dict)
     error: BaseException | None = None
+    # Set for a caller awaiting on an event loop instead of blocking a thread.
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[None] | None = None
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.loop is not None and self.future is not None:
+            self.loop.call_soon_threadsafe(_settle, self.future)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass
@@ -416,6 +430,27 @@ class FeatureCache:
             raise wanted.error
         return wanted.found
 
+    async def compute_soon_async(
+        self, ids: Sequence[str], timeout: float = COMPUTE_TIMEOUT_SECONDS
+    ) -> dict[str, Entry]:
+        """`compute_soon` for a coroutine: awaits the run without holding a thread."""
+        if self._stop.is_set():
+            return await asyncio.to_thread(self.compute, ids)
+        loop = asyncio.get_running_loop()
+        wanted = _Wanted(list(ids), loop=loop, future=loop.create_future())
+        with self._wake:
+            self._ensure_computer()
+            self._wanted.append(wanted)
+            self._wake.notify()
+        assert wanted.future is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(wanted.future), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"online features were not computed within {timeout} s") from None
+        if wanted.error is not None:
+            raise wanted.error
+        return wanted.found
+
     def refresh(self, ids: Iterable[str]) -> None:
         """Recompute these customers soon (their data changed), without waiting; those not
         cached are left alone."""
@@ -465,7 +500,7 @@ class FeatureCache:
                     if self._stop.is_set():
                         for item in self._wanted:
                             item.error = RuntimeError("the service is stopping")
-                            item.done.set()
+                            item.finish()
                         self._wanted = []
                         return
                     now = time.monotonic()
@@ -495,7 +530,7 @@ class FeatureCache:
                     item.error = exc
             finally:
                 for item in wanted:
-                    item.done.set()
+                    item.finish()
 
     def _changed_customers(self) -> list[str]:
         try:
@@ -529,7 +564,7 @@ class FeatureCache:
         self.stats.refreshed += len(todo) - len([i for i in todo if i in asked])
         for item in wanted:
             item.found = {i: computed[i] for i in item.ids if i in computed}
-            item.done.set()  # answer the requests before the precomputation below
+            item.finish()  # answer the requests before the precomputation below
         if self.on_block is not None:
             for block in blocks:
                 try:

@@ -649,17 +649,21 @@ class ScoringService:
 
     async def churn_async(self, customer_id: str) -> ChurnScore:
         """`churn`, answered on the event loop when everything is cached (no thread hop, which
-        costs more than the scoring itself), else in the thread pool."""
+        costs more than the scoring itself); a stale row is awaited from the cache's compute
+        thread (no thread held while it waits), missing reasons computed in the thread pool."""
         models = self.models.current
         self._require_churn(models)
         known, entry = await self._read(self.cache.peek, customer_id)
         if not known:
             raise UnknownCustomer(customer_id)
-        if entry is not None:
-            scores = entry.block.memo.get(models.generation)
-            if isinstance(scores, BlockScores) and scores.reasons[entry.row] is not None:
-                return self._churn_score(entry, models)
-        return await run_in_threadpool(self.churn, customer_id)
+        if entry is None:
+            entry = (await self.cache.compute_soon_async([customer_id])).get(customer_id)
+            if entry is None:
+                raise UnknownCustomer(customer_id)
+        scores = entry.block.memo.get(models.generation)
+        if isinstance(scores, BlockScores) and scores.reasons[entry.row] is not None:
+            return self._churn_score(entry, models)
+        return await run_in_threadpool(self._churn_score, entry, models)
 
     def churn_many(self, customer_ids: Sequence[str]) -> ChurnBatchOut:
         """Scores of many customers; unknown ids are listed, not failed on."""
@@ -737,10 +741,24 @@ class ScoringService:
         if signature is None:
             raise UnknownCustomer(request.customer_id)
         entry = self.cache.lookup(request.customer_id, signature)
-        scores = None if entry is None else entry.block.memo.get(models.generation)
-        if entry is None or not isinstance(scores, BlockScores) or not scores.offers_ready:
-            return await run_in_threadpool(self.recommend, request)
-        decision, answer = self._decide(entry, models, request, now=now, counts=counts)
+        if entry is None:
+            entry = (await self.cache.compute_soon_async([request.customer_id])).get(
+                request.customer_id
+            )
+            if entry is None:
+                raise UnknownCustomer(request.customer_id)
+            # The wait may have been long: count the contacts as of now.
+            now = utc_now()
+            counts = await self._read(
+                recent_contacts, self.store, request.customer_id, self._capped, _contacts_since(now)
+            )
+        scores = entry.block.memo.get(models.generation)
+        if isinstance(scores, BlockScores) and scores.offers_ready:
+            decision, answer = self._decide(entry, models, request, now=now, counts=counts)
+        else:  # the model results of a new block: encoding, values (milliseconds of pandas)
+            decision, answer = await run_in_threadpool(
+                self._decide, entry, models, request, now=now, counts=counts
+            )
         await self.decision_log.record_async(decision)
         return answer
 

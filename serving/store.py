@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -521,8 +523,17 @@ class Store:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _write(self) -> AbstractContextManager[Connection]:
-        return self._writer.begin()
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        if self._postgres:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        # SQLite has one writer at a time. Threads of this process queue here, holding no pooled
+        # connection, instead of each holding one while SQLite makes it wait: under load those
+        # waits took every connection, and a read on the event loop then blocked the worker.
+        with write_turn(self.engine.url), self._writer.begin() as conn:
+            yield conn
 
     def _read(self) -> AbstractContextManager[Connection]:
         return self.engine.connect()
@@ -678,7 +689,11 @@ def _create_engine(url: URL, *, echo: bool) -> Engine:
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, echo=echo, json_serializer=_dumps)
+        # Enough connections for every thread that may read at once (the request pool's 40,
+        # the background threads, the event loop): a read must never wait for a connection.
+        engine = sa.create_engine(
+            url, echo=echo, json_serializer=_dumps, pool_size=8, max_overflow=56
+        )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
@@ -710,8 +725,53 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: Connection) -> None:
     # A write transaction takes the write lock up front: a WAL read transaction cannot be
     # upgraded once another connection has committed (SQLITE_BUSY, without waiting).
-    write = conn.get_execution_options().get(_WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    if conn.get_execution_options().get(_WRITE, False):
+        begin_immediate(conn.connection.driver_connection)
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+WRITE_LOCK_RETRY_SECONDS: Final = 0.0005
+WRITE_LOCK_TIMEOUT_SECONDS: Final = 5.0  # what pysqlite's busy handler waited before
+_write_turns: dict[str, threading.Lock] = {}
+_write_turns_lock = threading.Lock()
+
+
+@contextmanager
+def write_turn(url: URL, timeout: float = WRITE_LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """This process's turn to write to a SQLite database (one lock per database file, shared by
+    every `Store` of the process and the decision log). Raises TimeoutError (answered 503)."""
+    key = url.render_as_string(hide_password=False)
+    with _write_turns_lock:
+        lock = _write_turns.setdefault(key, threading.Lock())
+    if not lock.acquire(timeout=timeout):
+        raise TimeoutError(f"the store's write lock was busy for {timeout:g} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def begin_immediate(dbapi_connection: Any, timeout: float = WRITE_LOCK_TIMEOUT_SECONDS) -> None:
+    """BEGIN IMMEDIATE, polling SQLite's write lock every half millisecond. pysqlite's busy
+    handler sleeps 1, 2, 5 … 100 ms between tries, so a writer of one worker process lost the
+    lock, for seconds, to the other's decision log, which polls; now every writer polls alike
+    (at most one per process, see `write_turn`)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    dbapi_connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WRITE_LOCK_RETRY_SECONDS)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(WRITE_LOCK_TIMEOUT_SECONDS * 1000)}")
 
 
 def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:

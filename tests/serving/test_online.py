@@ -7,6 +7,7 @@ they hold.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -202,3 +203,20 @@ def test_compact_merges_small_blocks_keeping_rows_and_scores(
         assert_offline(store, entry)
         again = client.get(f"/v1/customers/{customer_id}/churn", headers=as_("crm")).json()
         assert again == scores_before[customer_id]
+
+
+def test_compute_soon_async_answers_every_waiting_coroutine(
+    client: TestClient, world: World
+) -> None:
+    cache = service(client).cache
+    ids = ids_of(world, 200, 208)
+
+    async def ask_all() -> list[dict[str, Entry]]:
+        return await asyncio.gather(*(cache.compute_soon_async([i]) for i in ids))
+
+    answers = asyncio.run(ask_all())
+
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    for customer_id, answer in zip(ids, answers, strict=True):
+        assert list(answer) == [customer_id]
+        assert_offline(store, answer[customer_id])
