@@ -24,6 +24,7 @@ from features.contract import (
     validate_events,
 )
 from features.demo import ACTIONS, OFFER_IDS, DemoWorld, generate_world, policy_probabilities
+from features.engine import build_features
 from features.io import load_directory
 from features.offers import Offer, parse_catalog
 
@@ -502,6 +503,23 @@ def test_ground_truth_matches_realised_outcomes(action: str) -> None:
 
 
 # --- the logging policy ---------------------------------------------------------------------
+def test_open_complaint_feature_is_the_simulators_open_case(world: DemoWorld) -> None:
+    """The feature the apology call's effect hinges on sees exactly the case the simulator
+    treats as open (the logged propensities below check `open_complaint_at` against it)."""
+    events = world.events
+    decisions = events[events["event_type"] == "offer_sent"]
+    entities = pd.DataFrame(
+        {"customer_id": decisions["customer_id"].to_numpy(), "cutoff": decisions["timestamp"]}
+    )
+    features = build_features(events, world.customers, entities)
+    expected = open_complaint_at(decisions, events).to_numpy()
+    assert 0.02 < expected.mean() < 0.3
+    np.testing.assert_array_equal(features["open_complaint"].to_numpy() == 1.0, expected)
+    # complaints minus resolutions overstates it: a chasing complaint is closed with its case
+    overstated = (features["unresolved_complaints"].to_numpy() > 0) & ~expected
+    assert overstated.any()
+
+
 def test_logged_propensities_match_the_policy(world: DemoWorld) -> None:
     events = world.events
     decisions = events[events["event_type"] == "offer_sent"]
