@@ -229,22 +229,48 @@ def window_scans(spec: QuerySpec) -> list[Scan]:
 def compile_window(spec: QuerySpec, cutoff: pd.Timestamp) -> str:
     """The rows of `events` that the bounded past scans can see at `cutoff`, kept as a table
     (copied once, they are scanned by every such scan far more cheaply than the input)."""
-    days = max(s.window_days or 0 for s in window_scans(spec))
+    scans = window_scans(spec)
+    days = max(s.window_days or 0 for s in scans)
     literal = sql_timestamp(cutoff)
+    # only the columns the scans read: a narrower copy is cheaper to make and to hold
+    used = set().union(*(_columns_read(s) for s in scans))
+    used |= {"customer_id", "timestamp"}
+    columns = ", ".join(c for c in EVENT_TYPES_SQL if c in used)
     return (
-        f"SELECT * FROM events WHERE timestamp < {literal} "
+        f"SELECT {columns} FROM events WHERE timestamp < {literal} "
         f"AND timestamp >= {literal} - INTERVAL {days} DAY"
     )
 
 
+def _columns_read(scan: Scan) -> set[str]:
+    """Names of the columns a scan's aggregates and row condition refer to."""
+    names: set[str] = set()
+    for sql in (scan.where, *(a.sql for a in scan.aggregates)):
+        names |= _column_names(sql)
+    return names
+
+
+@functools.lru_cache(maxsize=1024)
+def _column_names(sql: str) -> frozenset[str]:
+    return frozenset(c.name for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column))
+
+
 def compile_by_cutoff(
-    spec: QuerySpec, cutoff: pd.Timestamp, segment: int | None, *, windowed: bool = False
+    spec: QuerySpec,
+    cutoff: pd.Timestamp,
+    segment: int | None,
+    *,
+    windowed: bool = False,
+    every_customer: int | None = None,
 ) -> str:
     """The query for the entities of one cutoff (rows in no particular order).
 
     With `segment`, unbounded scans read their running merge up to it (`merged_table`, which
     must exist); without, they scan their source directly (the better plan for one cutoff).
     With `windowed`, bounded past scans of `events` read `WINDOW_TABLE` (see `compile_window`).
+    With `every_customer` (the cutoff's 0-based position), the entities are all customers at
+    this cutoff, numbered as `_cutoff_entities` numbers them, and are read straight from
+    `customers` rather than joined back to it.
     """
     literal = sql_timestamp(cutoff)
     ctes = []
@@ -262,12 +288,20 @@ def compile_by_cutoff(
             )
         ctes.append(f"{scan.name} AS (\n    {body}\n)")
     joins = "".join(f"LEFT JOIN {s.name} USING (customer_id)\n" for s in spec.scans)
-    entity = f"(SELECT {ROW}, customer_id, cutoff FROM entities WHERE cutoff = {literal})"
+    if every_customer is None:
+        entity = (
+            f"(SELECT {ROW}, customer_id, cutoff FROM entities WHERE cutoff = {literal})"
+            " AS entity\nLEFT JOIN customers USING (customer_id)"
+        )
+    else:
+        entity = (
+            f"(SELECT {_entity_number(str(every_customer))} AS {ROW}, {literal} AS cutoff, *"
+            " FROM customers) AS entity"
+        )
     return (
         "WITH\n" + ",\n".join(ctes) + "\n"
         f"{_select_outputs(spec)}\n"
-        f"FROM {entity} AS entity\n"
-        "LEFT JOIN customers USING (customer_id)\n"
+        f"FROM {entity}\n"
         f"{joins}{_where_filter(spec)}"
     )
 
@@ -353,6 +387,20 @@ def source_window(spec: QuerySpec, name: str, cutoffs: Sequence[pd.Timestamp]) -
     return f"timestamp BETWEEN {sql_timestamp(min(lows))} AND {sql_timestamp(max(highs))}"
 
 
+def _still_read(spec: QuerySpec, *, sources: Mapping[str, str]) -> set[str]:
+    """Relations the per-cutoff queries read once the all-history scans are partials: the
+    sources of the other scans and, through source views, what those read."""
+    needed = {s.source for s in spec.scans if not is_segmented(s)}
+    pending = list(needed)
+    while pending:
+        name = pending.pop()
+        for read in _tables_read(sources[name]) if name in sources else ():
+            if read not in needed:
+                needed.add(read)
+                pending.append(read)
+    return needed
+
+
 def _typed(column: str, target: str, types: Mapping[str, str]) -> str:
     """The column as `target` type; no cast when it already is one (keeps filter pushdown)."""
     if column not in types:
@@ -386,11 +434,14 @@ def _cutoff_entities(cutoffs: Sequence[pd.Timestamp]) -> str:
     numbers need not be consecutive: Spark's monotonically increasing ids are not)."""
     values = ", ".join(f"({k}, {sql_timestamp(c)})" for k, c in enumerate(cutoffs))
     return (
-        f"SELECT k.k * (SELECT max({CUSTOMER_ROW}) + 1 FROM customers) + c.{CUSTOMER_ROW} "
-        f"AS {ROW}, "
-        "c.customer_id, k.cutoff\n"
+        f"SELECT {_entity_number('k.k', 'c.')} AS {ROW}, c.customer_id, k.cutoff\n"
         f"FROM customers AS c CROSS JOIN (VALUES {values}) AS k(k, cutoff)"
     )
+
+
+def _entity_number(k: str, prefix: str = "") -> str:
+    """Row number of (customer, cutoff number k), cutoff-major in the customers' order."""
+    return f"{k} * (SELECT max({CUSTOMER_ROW}) + 1 FROM customers) + {prefix}{CUSTOMER_ROW}"
 
 
 def kind_of(sql_type: str) -> Kind:
@@ -776,7 +827,9 @@ def run_spec(
     with engine.session() as session:
         types = session.register("customers_input", customers, numbered=True)
         spec = replace(spec, outputs=spec.outputs + _static_features(spec, types))
-        session.create("customers", _customers_view(types))
+        # read by every cutoff's query: worth one copy when there are several
+        several = chosen == "by_cutoff" and len(distinct) > 1
+        session.create("customers", _customers_view(types), materialize=several)
         if keys is not None:
             session.register("entities", keys)
             prefilter = keys["customer_id"].nunique() <= engine.prefilter_max_customers
@@ -804,6 +857,9 @@ def run_spec(
         segmented = [s for s in spec.scans if is_segmented(s)] if len(distinct) > 1 else []
         for scan in segmented:
             session.create(partials_table(scan), compile_partials(scan, distinct), materialize=True)
+        if segmented:  # kept sources only the all-history scans read are done with: free them
+            for name in shared - _still_read(spec, sources=spec.sources):
+                session.drop(name)
         for k, cutoff in enumerate(distinct, 1):
             for scan in segmented:
                 session.create(merged_table(scan, k), compile_merge(scan, k), materialize=True)
@@ -811,7 +867,13 @@ def run_spec(
                     session.drop(merged_table(scan, k - 1))
             if windowed:
                 session.create(WINDOW_TABLE, compile_window(spec, cutoff), materialize=True)
-            sql = compile_by_cutoff(spec, cutoff, k if segmented else None, windowed=windowed)
+            sql = compile_by_cutoff(
+                spec,
+                cutoff,
+                k if segmented else None,
+                windowed=windowed,
+                every_customer=k - 1 if keys is None else None,
+            )
             part = session.fetch(sql)
             if windowed:
                 session.drop(WINDOW_TABLE)
