@@ -265,9 +265,14 @@ class _Wanted:
     future: asyncio.Future[None] | None = None
 
     def finish(self) -> None:
+        if self.done.is_set():
+            return
         self.done.set()
         if self.loop is not None and self.future is not None:
-            self.loop.call_soon_threadsafe(_settle, self.future)
+            try:
+                self.loop.call_soon_threadsafe(_settle, self.future)
+            except RuntimeError:  # its loop has closed: no one awaits the answer any more
+                pass
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -767,8 +767,14 @@ def begin_immediate(dbapi_connection: Any, timeout: float = WRITE_LOCK_TIMEOUT_S
                 dbapi_connection.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if "locked" not in str(exc):
                     raise
+                if time.monotonic() > deadline:
+                    # Raised from an event handler, where SQLAlchemy does not wrap it: say it
+                    # as the 503 it is (a raw sqlite3 error would be answered 500).
+                    raise TimeoutError(
+                        f"the store's write lock was busy for {timeout:g} s"
+                    ) from exc
                 time.sleep(WRITE_LOCK_RETRY_SECONDS)
     finally:
         dbapi_connection.execute(f"PRAGMA busy_timeout = {int(WRITE_LOCK_TIMEOUT_SECONDS * 1000)}")
