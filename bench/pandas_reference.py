@@ -17,7 +17,6 @@ from features.definitions import (
     CHURN_FEATURES_V2,
     COUNT_WINDOWS,
     COUNTED_TYPES,
-    DAYS_PER_YEAR,
     ONLINE_CHANNELS,
     PURCHASE_WINDOWS,
 )
@@ -151,10 +150,6 @@ def features_at(
     online = year[year["channel"].isin(ONLINE_CHANNELS)]
     n_online = _by_customer(online).size().reindex(index, fill_value=0)
     f["online_share_365d"] = n_online / counts[365].replace(0, np.nan)
-    usual_gap = f["tenure_days"].clip(upper=365.0) / counts[365].replace(0, np.nan)
-    f["recency_over_usual_gap"] = f["days_since_last_purchase"] / usual_gap
-    tenure = f["tenure_days"]
-    f["days_to_anniversary"] = (DAYS_PER_YEAR - tenure % DAYS_PER_YEAR).where(tenure >= 0)
     joined = _by_customer(past[kind == "loyalty_join"]).size().reindex(index, fill_value=0)
     f["has_loyalty_join"] = (joined > 0).astype("float64")
 

@@ -135,7 +135,6 @@ def test_build_features_leaves_missing_data_missing() -> None:
         "offer_redemption_rate",
         "days_since_last_redemption",
         "online_share_365d",
-        "recency_over_usual_gap",
     ]
     assert row[missing].isna().all()
 
@@ -230,7 +229,7 @@ def test_build_features_measures_response_to_offers() -> None:
     assert math.isnan(never["days_since_last_redemption"])
 
 
-def test_build_features_computes_online_share_and_own_pace() -> None:
+def test_build_features_computes_online_share() -> None:
     row = features_of(
         event("C1", T0 - 30 * DAY, "purchase", amount=5.0, channel="web"),
         event("C1", T0 - 60 * DAY, "purchase", amount=5.0, channel="app"),
@@ -241,27 +240,7 @@ def test_build_features_computes_online_share_and_own_pace() -> None:
         signup_date=T0 - 730 * DAY,
     )
     assert row["online_share_365d"] == pytest.approx(2 / 4)
-    # 30 days since the latest purchase, against a usual gap of 365 / 4 days
-    assert row["recency_over_usual_gap"] == pytest.approx(30 / (365 / 4))
-    # a customer of 100 days: the gap is the tenure over the purchases
-    young = features_of(purchase(T0 - 10 * DAY, 5.0), signup_date=T0 - 100 * DAY)
-    assert young["recency_over_usual_gap"] == pytest.approx(10 / 100)
     assert math.isnan(features_of(signup_date=T0 - 100 * DAY)["online_share_365d"])
-
-
-@pytest.mark.parametrize(
-    ("tenure_days", "to_anniversary"),
-    [(100.0, 265.25), (365.0, 0.25), (365.25, 365.25), (400.0, 330.5), (0.0, 365.25)],
-)
-def test_build_features_counts_days_to_signup_anniversary(
-    tenure_days: float, to_anniversary: float
-) -> None:
-    row = features_of(signup_date=T0 - tenure_days * DAY)
-    assert row["days_to_anniversary"] == pytest.approx(to_anniversary)
-
-
-def test_build_features_leaves_anniversary_missing_before_signup() -> None:
-    assert math.isnan(features_of(signup_date=T0 + DAY)["days_to_anniversary"])
 
 
 def test_build_features_excludes_control_offers() -> None:
