@@ -47,7 +47,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "features.json"
-EVENT_COLUMNS = ["customer_id", "timestamp", "event_type", "amount", "offer_id", "score"]
+EVENT_COLUMNS = ["customer_id", "timestamp", "event_type", "amount", "offer_id", "score", "channel"]
 TARGETS = {  # (size, cutoffs): wall seconds, peak GB (None: no target)
     ("100k", 1): (0.8, None),
     ("1m", 6): (20.0, 3.0),
