@@ -39,7 +39,7 @@ import sqlglot
 from sqlglot import exp
 
 from features.definitions import (
-    CHURN_FEATURES_V1,
+    CHURN_FEATURES,
     Feature,
     FeatureSet,
     QuerySpec,
@@ -915,7 +915,7 @@ def build_features(
     entities: pd.DataFrame,
     *,
     engine: Engine | None = None,
-    feature_set: FeatureSet = CHURN_FEATURES_V1,
+    feature_set: FeatureSet = CHURN_FEATURES,
     plan: Plan | None = None,
 ) -> pd.DataFrame:
     """Point-in-time features for each (customer_id, cutoff) pair, from events before the cutoff.
@@ -927,7 +927,7 @@ def build_features(
         entities: a frame with `customer_id` and `cutoff` (Feast-style entity frame). A cutoff is
             exclusive: only events with `timestamp < cutoff` are used.
         engine: `DuckDBEngine()` (default) or `SparkEngine(spark)`.
-        feature_set: the versioned definition (default `CHURN_FEATURES_V1`).
+        feature_set: the versioned definition (default `CHURN_FEATURES`).
         plan: override the engine's plan ("auto", "by_cutoff", "join"); results are identical.
 
     Returns:

@@ -20,7 +20,7 @@ from dataclasses import replace
 import pandas as pd
 
 from features.definitions import (
-    CHURN_FEATURES_V1,
+    CHURN_FEATURES,
     PURCHASE_EVENTS,
     PURCHASE_EVENTS_SQL,
     Aggregate,
@@ -119,7 +119,7 @@ def build_panel(
     as_of: pd.Timestamp | None = None,
     allow_incomplete: bool = False,
     engine: Engine | None = None,
-    feature_set: FeatureSet = CHURN_FEATURES_V1,
+    feature_set: FeatureSet = CHURN_FEATURES,
     plan: Plan | None = None,
 ) -> pd.DataFrame:
     """The training panel: one row per customer active at each cutoff, with features and labels.
@@ -237,7 +237,7 @@ def online_features(
     as_of: pd.Timestamp,
     *,
     engine: Engine | None = None,
-    feature_set: FeatureSet = CHURN_FEATURES_V1,
+    feature_set: FeatureSet = CHURN_FEATURES,
 ) -> pd.DataFrame:
     """Features of one customer at `as_of`: exactly the offline row for (customer, as_of).
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from training.registry import LoadedModel, load_champion
 
 log = logging.getLogger("retain.serving.models")
@@ -92,10 +92,10 @@ def _single_threaded(obj: Any, depth: int = 0, seen: set[int] | None = None) -> 
 
 def check_model(loaded: LoadedModel) -> None:
     """Refuse a model trained on another feature set than the one the service computes."""
-    if loaded.feature_set and loaded.feature_set != CHURN_FEATURES_V1.id:
+    if loaded.feature_set and loaded.feature_set != CHURN_FEATURES.id:
         raise ValueError(
             f"{loaded.name} v{loaded.version} was trained on feature set {loaded.feature_set!r}; "
-            f"the service computes {CHURN_FEATURES_V1.id!r}"
+            f"the service computes {CHURN_FEATURES.id!r}"
         )
     names = getattr(loaded.model, "feature_names_in_", None)
     if names is None:

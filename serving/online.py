@@ -1,6 +1,6 @@
 """Online features from the store, with a per-customer cache that stays exact.
 
-Computing `CHURN_FEATURES_V1` for one customer with DuckDB costs ~150 ms, far over a scoring
+Computing `CHURN_FEATURES` for one customer with DuckDB costs ~150 ms, far over a scoring
 budget of a few milliseconds, so features are cached per customer. A cached row is always the
 offline definition evaluated at its own `as_of` (the time it was computed, returned with every
 score), and it is served only while:

@@ -198,7 +198,7 @@ class ChurnScore(BaseModel):
                     "clv": 412.5,
                     "as_of": "2026-11-23T09:30:00",
                     "horizon_days": 90,
-                    "feature_set": "churn_features:1",
+                    "feature_set": "churn_features:2",
                     "models": {"churn-risk": "3", "clv": "2"},
                 }
             ]
@@ -306,7 +306,7 @@ class Recommendation(BaseModel):
                         },
                     ],
                     "as_of": "2026-11-23T09:30:00",
-                    "feature_set": "churn_features:1",
+                    "feature_set": "churn_features:2",
                     "models": {"churn-risk": "3", "clv": "2", "next-offer": "1"},
                 }
             ]

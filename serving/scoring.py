@@ -35,7 +35,7 @@ import pandas as pd
 from starlette.concurrency import run_in_threadpool
 
 from features.contract import DEFAULT_LANGUAGE, NO_OFFER
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.offers import Offer
 from features.settings import Settings
 from serving.decision_log import DecisionLog
@@ -708,7 +708,7 @@ class ScoringService:
             clv=float(scores.clv[row]) if scores.clv is not None else None,
             as_of=aware(entry.as_of),
             horizon_days=s.churn_horizon_days,
-            feature_set=CHURN_FEATURES_V1.id,
+            feature_set=CHURN_FEATURES.id,
             models={CHURN: str(churn.version), CLV: None if clv is None else str(clv.version)},
         )
 
@@ -835,7 +835,7 @@ class ScoringService:
             "epsilon": epsilon,
             "explored": chosen != greedy,
             "models": versions,
-            "feature_set": CHURN_FEATURES_V1.id,
+            "feature_set": CHURN_FEATURES.id,
         }
         logged = [
             {"offer_id": a, "expected_value": value_of[a], "probability": chance[a]}
@@ -862,7 +862,7 @@ class ScoringService:
             channel=request.context.channel,
             actions=[self._action(a, value_of[a], chance[a], language) for a in shown],
             as_of=aware(entry.as_of),
-            feature_set=CHURN_FEATURES_V1.id,
+            feature_set=CHURN_FEATURES.id,
             models=versions,
         )
 

@@ -219,7 +219,7 @@ def evaluate_churn(
         feature_columns: Features, in model order.
         categorical: Which features are categorical (features with a text dtype are treated as
             categorical too).
-        feature_set: Feature set name and version, e.g. "churn_features:1".
+        feature_set: Feature set name and version, e.g. "churn_features:2".
         horizon_days: H of the label (embargo length).
         seed: Seed of LightGBM, the logistic solver and Optuna.
         tune_trials: Optuna trials on the calibration fold (0 = use `params` / defaults).
@@ -587,7 +587,7 @@ def train_churn(
         panel: The training panel (see `evaluate_churn`).
         feature_columns: Features, in model order.
         categorical: Which features are categorical.
-        feature_set: Feature set name and version, e.g. "churn_features:1".
+        feature_set: Feature set name and version, e.g. "churn_features:2".
         horizon_days: H of the label; the settings' `churn_horizon_days` when None.
         seed: Random seed.
         tune_trials: Optuna trials (0 = no tuning; needs the `tune` extra).

@@ -9,7 +9,7 @@ Speed: picking the top k is one `argpartition` over the contribution matrix; phr
 rendered feature by feature over the rows that need that feature (a plain string format per row,
 no model call), so a million rows take seconds.
 
-Phrase rules match feature names by pattern: the `churn_features:1` names (`n_purchase_30d`,
+Phrase rules match feature names by pattern: the `churn_features:2` names (`n_purchase_30d`,
 `n_complaint_90d`, `n_offer_sent_90d`, `avg_nps`, `has_loyalty_join`, ...) and the plain spellings
 (`purchases_30d`, `complaints_90d`, `mean_nps`); an unknown feature falls back to
 "<name in words>: <value>". Trend features (`n_purchase_trend_30d`, `revenue_trend_30d`) are the
@@ -175,6 +175,30 @@ def _unresolved(value: object, match: re.Match[str], row: Mapping[str, object]) 
     return f"{_plural(_num(value), 'unresolved complaint')}"
 
 
+def _open_complaint(value: object, match: re.Match[str], row: Mapping[str, object]) -> str:
+    if _missing(value) or _num(value) == 0:
+        return "no open complaint"
+    days = row.get("open_complaint_days")
+    if days is None or _missing(days):
+        return "a complaint is open"
+    return f"a complaint open for {_plural(_num(days), 'day')}"
+
+
+def _share(what: str) -> Renderer:
+    def render(value: object, match: re.Match[str], row: Mapping[str, object]) -> str:
+        if _missing(value):
+            return f"{what}: not known yet"
+        return f"{what}: {_num(value) * 100:.0f}%"
+
+    return render
+
+
+def _offers_sent(value: object, match: re.Match[str], row: Mapping[str, object]) -> str:
+    if _missing(value) or _num(value) == 0:
+        return "never sent an offer"
+    return f"{_plural(_num(value), 'offer')} sent so far"
+
+
 def _last_score(value: object, match: re.Match[str], row: Mapping[str, object]) -> str:
     survey = match.group(1)
     label = survey.upper()
@@ -264,6 +288,10 @@ def _rule(
 RULES: tuple[PhraseRule, ...] = (
     _rule(r"^days_since_last_(\w+)$", _days_since),
     _rule(r"^unresolved_complaints$", _unresolved),
+    _rule(r"^open_complaint(_days)?$", _open_complaint, lambda m: ("open_complaint_days",)),
+    _rule(r"^offer_redemption_rate$", _share("offers redeemed")),
+    _rule(r"^online_share_(\d+)d$", _share("purchases online")),
+    _rule(r"^n_offer_sent_all$", _offers_sent),
     _rule(
         r"^(n_)?(\w+?)_trend_(\d+)d$",
         _trend,

@@ -114,7 +114,7 @@ def churn_report(
 
     Args:
         model_name: Registered model name.
-        feature_set: Feature set name and version, e.g. "churn_features:1".
+        feature_set: Feature set name and version, e.g. "churn_features:2".
         split: The time split.
         counts: Rows per fold ("train", "calibration", "test").
         metrics: One row per model (index) with the columns of `CHURN_METRICS`.

@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.engine import Engine
 from features.io import Dataset
 from features.panel import build_panel, monthly_cutoffs
@@ -105,7 +105,7 @@ def build(
     target.parent.mkdir(parents=True, exist_ok=True)
     panel.to_parquet(target, index=False)
     console.print(
-        f"panel {CHURN_FEATURES_V1.id}: {len(panel):,} rows x {panel.shape[1]} columns, "
+        f"panel {CHURN_FEATURES.id}: {len(panel):,} rows x {panel.shape[1]} columns, "
         f"{panel['cutoff'].nunique()} cutoffs, churn rate {panel['churned'].mean():.1%} "
         f"in {time.perf_counter() - started:.1f}s -> {target}"
     )

@@ -17,7 +17,7 @@ import pandas as pd
 import typer
 
 from features.contract import ContractError
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.settings import get_settings
 from serving.cli.common import console, exit_on_bad_input
 
@@ -37,7 +37,7 @@ def summarise(
     return {
         "as_of": str(as_of.date()),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "feature_set": CHURN_FEATURES_V1.id,
+        "feature_set": CHURN_FEATURES.id,
         "models": versions,
         "customers": len(scores),
         "bands": {str(k): int(v) for k, v in scores["band"].value_counts().items()},

@@ -8,7 +8,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.panel import split_columns
 from features.settings import get_settings
 from serving.cli.common import console, exit_on_bad_input
@@ -54,7 +54,7 @@ def train_churn_command(
         frame,
         feature_columns=features,
         categorical=categorical,
-        feature_set=CHURN_FEATURES_V1.id,
+        feature_set=CHURN_FEATURES.id,
         seed=seed,
         tune_trials=tune,
         num_threads=2,
@@ -80,7 +80,7 @@ def train_clv_command(panel: PanelOption = None, seed: SeedOption = 0) -> None:
         frame,
         feature_columns=features,
         categorical=categorical,
-        feature_set=CHURN_FEATURES_V1.id,
+        feature_set=CHURN_FEATURES.id,
         seed=seed,
         num_threads=2,
         progress=_progress,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.engine import DuckDBEngine
 from features.panel import build_panel, monthly_cutoffs, online_features, split_columns
 from tests.factories import (
@@ -152,7 +152,7 @@ def test_build_panel_gives_features_then_labels() -> None:
     customers, events = random_world(5)
     panel = build_panel(events, customers, monthly_cutoffs(events, 3, H))
     features, labels = split_columns(panel)
-    assert features == [*CHURN_FEATURES_V1.columns, "age", "tier"]
+    assert features == [*CHURN_FEATURES.columns, "age", "tier"]
     assert labels == ["churned", "clv_365", "label_complete", "clv_complete"]
     assert list(panel.columns) == ["customer_id", "cutoff", *features, *labels]
     assert panel["churned"].dtype == bool

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.demo import generate_world
 from features.engine import build_features
 from features.io import Dataset, load_directory
@@ -103,7 +103,7 @@ def trained_world() -> World:
     common = {
         "feature_columns": features,
         "categorical": categorical,
-        "feature_set": CHURN_FEATURES_V1.id,
+        "feature_set": CHURN_FEATURES.id,
         "tracking_uri": tracking_uri,
         "group_columns": (),
     }
@@ -117,7 +117,7 @@ def trained_world() -> World:
         estimator=model,
         input_example=serving_input_example(x.head(5), list(model.categories_)),
         params={"learner": "t"},
-        tags={"feature_set": CHURN_FEATURES_V1.id},
+        tags={"feature_set": CHURN_FEATURES.id},
         metrics={},
         artifact_dir=None,
         model_name="next-offer",

@@ -73,7 +73,7 @@ def write_run(settings: Settings, result: DriftResult, as_of: str, version: int)
         version=version,
         alias="champion",
         run_id=f"run-{version}",
-        feature_set="churn_features:1",
+        feature_set="churn_features:2",
     )
     document = report_document(
         result,

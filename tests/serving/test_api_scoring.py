@@ -22,7 +22,7 @@ from scoring_world import World, as_, client_for, trained_world
 from typer.testing import CliRunner
 
 from features.contract import NO_OFFER
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.engine import build_features
 from features.offers import Offer
 from features.settings import get_settings
@@ -92,7 +92,7 @@ def test_score_churn_equals_offline_prediction(client: TestClient, world: World)
         assert body["band"] == (
             "high" if body["risk"] >= 0.6 else "medium" if body["risk"] >= 0.3 else "low"
         )
-        assert body["feature_set"] == CHURN_FEATURES_V1.id
+        assert body["feature_set"] == CHURN_FEATURES.id
         assert body["models"] == {"churn-risk": "1", "clv": "1"}
 
 

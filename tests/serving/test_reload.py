@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from scoring_world import World, as_, client_for, trained_world
 
-from features.definitions import CHURN_FEATURES_V1
+from features.definitions import CHURN_FEATURES
 from features.settings import Settings
 from serving.app import create_app
 from serving.models import MODEL_NAMES, ModelHolder
@@ -174,7 +174,7 @@ class FakeRegistry:
             version=self.loads,
             alias=alias,
             run_id=f"run-{self.loads}",
-            feature_set=CHURN_FEATURES_V1.id,
+            feature_set=CHURN_FEATURES.id,
         )
 
 

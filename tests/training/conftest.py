@@ -1,6 +1,6 @@
 """A synthetic training panel with a known, deliberately non-linear churn signal.
 
-Column names and dtypes follow `features.definitions.CHURN_FEATURES_V1` (counts `n_<type>_<N>d`
+Column names and dtypes follow `features.definitions.CHURN_FEATURES` (counts `n_<type>_<N>d`
 as int64, `avg_nps`, `loyalty_member` as float 0/1, categoricals as `str`), a subset of them.
 
 Churn depends on *interactions* (long recency only matters with few recent purchases; unresolved

@@ -14,6 +14,13 @@ from training.reasons import phrase, reason_codes
     [
         ("unresolved_complaints", 2, {}, "2 unresolved complaints"),
         ("unresolved_complaints", 1, {}, "1 unresolved complaint"),
+        ("open_complaint", 1.0, {"open_complaint_days": 12.0}, "a complaint open for 12 days"),
+        ("open_complaint", 0.0, {"open_complaint_days": 0.0}, "no open complaint"),
+        ("open_complaint_days", 1.0, {"open_complaint_days": 1.0}, "a complaint open for 1 day"),
+        ("offer_redemption_rate", 0.25, {}, "offers redeemed: 25%"),
+        ("offer_redemption_rate", math.nan, {}, "offers redeemed: not known yet"),
+        ("online_share_365d", 0.6, {}, "purchases online: 60%"),
+        ("n_offer_sent_all", 3, {}, "3 offers sent so far"),
         ("days_since_last_purchase", 74.0, {}, "no purchase for 74 days"),
         ("days_since_last_purchase", math.nan, {}, "no purchase yet"),
         ("days_since_last_event", 12.0, {}, "no activity for 12 days"),
