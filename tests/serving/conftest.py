@@ -10,11 +10,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 
 from serving.store import Store, metadata
+
+if TYPE_CHECKING:
+    from scoring_world import World
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
@@ -88,6 +92,14 @@ def world_postgres_template() -> Iterator[str]:
             loaded.create_all()
             loaded.load_dataset(trained_world().dataset)
         yield sa.make_url(url).database or ""
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    """The trained scoring world (built once per session, see `trained_world`)."""
+    from scoring_world import trained_world
+
+    return trained_world()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -27,6 +27,7 @@ from features.io import Dataset, load_directory
 from features.panel import build_panel, monthly_cutoffs, split_columns
 from features.settings import ApiKey, Settings
 from serving.app import create_app
+from serving.scoring import ScoringService
 from serving.store import Store
 from training.next_offer import Goal, NextOfferModel, decision_outcomes, logged_decisions
 from training.pipeline import train_churn, train_clv
@@ -87,6 +88,11 @@ def _fit_next_offer(dataset: Dataset) -> tuple[NextOfferModel, pd.DataFrame]:
     x = build_features(events, customers, entities).drop(columns=["customer_id", "cutoff"])
     model = NextOfferModel(learner="t", num_threads=1).fit(x, decisions, outcomes)
     return model, x
+
+
+def service(client: TestClient) -> ScoringService:
+    """The scoring service behind a test client."""
+    return client.app.state.scoring  # type: ignore[attr-defined,no-any-return]
 
 
 @functools.cache

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pandas.testing import assert_frame_equal
-from scoring_world import World, as_, client_for, trained_world
+from scoring_world import World, as_, client_for, service
 from typer.testing import CliRunner
 
 from features.contract import NO_OFFER
@@ -29,7 +29,7 @@ from features.settings import get_settings
 from serving.cli import app as cli
 from serving.decision_log import DecisionLog
 from serving.online import recent_contacts, signature_and_contacts, signatures, utc_now
-from serving.scoring import ScoringService, _isotonic, _under_caps, epsilon_greedy, profiles
+from serving.scoring import _isotonic, _under_caps, epsilon_greedy, profiles
 from serving.store import Store, new_decision
 from training.kpis import kpis
 from training.policy import eligibility, exploration_probabilities, explore
@@ -39,20 +39,11 @@ from training.registry import load_champion
 SCORE_DATE = "2026-09-01"
 
 
-@pytest.fixture(scope="module")
-def world() -> World:
-    return trained_world()
-
-
 @pytest.fixture
 def client(world: World, world_store: dict[str, str], tmp_path: Path) -> Iterator[TestClient]:
     """A service on a fresh copy of the world's store, on SQLite and on PostgreSQL."""
     with client_for(world.settings(tmp_path, **world_store)) as test_client:
         yield test_client
-
-
-def service(client: TestClient) -> ScoringService:
-    return client.app.state.scoring  # type: ignore[attr-defined,no-any-return]
 
 
 def customers_where(world: World, **conditions: Any) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from scoring_world import World, trained_world
+from scoring_world import World
 from typer.testing import CliRunner
 
 from features.panel import build_panel, monthly_cutoffs
@@ -72,11 +72,6 @@ def monitor(directory: Path, world: World, panel: Path, *args: str) -> Run:
         shutil.copy(panel, data_dir / "panel.parquet")
         result = CliRunner().invoke(cli, ["monitor", *args])
     return Run(result.exit_code, result.output, data_dir, tracking_uri)
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return trained_world()
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ import pytest
 import sqlalchemy as sa
 
 from serving.store import OUTCOME_KINDS, Store, decisions, events, outcomes
-from tests.serving.scoring_world import KEYS, World, trained_world
+from tests.serving.scoring_world import KEYS, World
 
 RETAIN_SERVE = [str(Path(sys.executable).with_name("retain"))]  # the console script users run
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -45,11 +45,6 @@ BATCH = 10  # events per request
 EVENT_THREADS = 2
 DECISION_THREADS = 3
 PREFIX = "crash-"
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return trained_world()
 
 
 @pytest.fixture(

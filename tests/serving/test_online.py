@@ -17,27 +17,17 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from pandas.testing import assert_frame_equal
-from scoring_world import World, as_, client_for, trained_world
+from scoring_world import World, as_, client_for, service
 
 from features.engine import build_features
 from serving.online import Entry, FeatureCache, signatures, utc_now
-from serving.scoring import ScoringService
 from serving.store import Store
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return trained_world()
 
 
 @pytest.fixture
 def client(world: World, world_store: dict[str, str], tmp_path: Path) -> Iterator[TestClient]:
     with client_for(world.settings(tmp_path, **world_store)) as test_client:
         yield test_client
-
-
-def service(client: TestClient) -> ScoringService:
-    return client.app.state.scoring  # type: ignore[attr-defined,no-any-return]
 
 
 def ids_of(world: World, start: int, stop: int) -> list[str]:
