@@ -424,11 +424,7 @@ class FeatureCache:
         waiting then; returns once that run has computed them."""
         if self._stop.is_set():
             return self.compute(ids)
-        wanted = _Wanted(list(ids))
-        with self._wake:
-            self._ensure_computer()
-            self._wanted.append(wanted)
-            self._wake.notify()
+        wanted = self._enqueue(_Wanted(list(ids)))
         if not wanted.done.wait(timeout):
             raise TimeoutError(f"online features were not computed within {timeout} s")
         if wanted.error is not None:
@@ -442,11 +438,7 @@ class FeatureCache:
         if self._stop.is_set():
             return await asyncio.to_thread(self.compute, ids)
         loop = asyncio.get_running_loop()
-        wanted = _Wanted(list(ids), loop=loop, future=loop.create_future())
-        with self._wake:
-            self._ensure_computer()
-            self._wanted.append(wanted)
-            self._wake.notify()
+        wanted = self._enqueue(_Wanted(list(ids), loop=loop, future=loop.create_future()))
         assert wanted.future is not None
         try:
             await asyncio.wait_for(asyncio.shield(wanted.future), timeout)
@@ -455,6 +447,13 @@ class FeatureCache:
         if wanted.error is not None:
             raise wanted.error
         return wanted.found
+
+    def _enqueue(self, wanted: _Wanted) -> _Wanted:
+        with self._wake:
+            self._ensure_computer()
+            self._wanted.append(wanted)
+            self._wake.notify()
+        return wanted
 
     def refresh(self, ids: Iterable[str]) -> None:
         """Recompute these customers soon (their data changed), without waiting; those not
