@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sqlite3
 import threading
 import time
 from contextlib import nullcontext
@@ -20,11 +21,12 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from serving.store import Decision, Store, decisions, write_turn
+from serving.store import Decision, Prepared, Store, decisions, write_turn
 
 MAX_BATCH: Final = 256
 LOCK_RETRY_SECONDS: Final = 0.0005  # SQLite: poll the write lock this often while it is held
 LOCK_TIMEOUT_SECONDS: Final = 30.0
+_INSERT: Final = decisions.insert()
 
 
 @dataclass(eq=False)
@@ -58,6 +60,7 @@ class DecisionLog:
         self.store = store
         self._own: Store | None = None
         self._engine: sa.Engine | None = None
+        self._insert_decisions: Prepared | None = None
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -133,21 +136,25 @@ class DecisionLog:
                     if own.engine.dialect.name == "sqlite":
                         sa.event.listen(own.engine, "connect", _no_busy_wait)
                     self._own, self._engine = own, own.engine
+                # A prepared insert: SQLAlchemy's per-execution work held the GIL longer than
+                # the insert itself, stalling the event loop that serves the requests.
+                self._insert_decisions = Prepared(self._engine, _INSERT)
             return self._engine
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         engine = self.engine
+        insert = self._insert_decisions
+        assert insert is not None
         deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
         sqlite = engine.dialect.name == "sqlite"
         while True:
             try:
                 # On SQLite, in turn with this process's other writers (`write_turn`).
                 with write_turn(engine.url, LOCK_TIMEOUT_SECONDS) if sqlite else nullcontext():
-                    with engine.begin() as conn:
-                        conn.execute(decisions.insert(), rows)
+                    insert.write_many(rows)
                 return
-            except sa.exc.OperationalError as exc:
-                locked = "database is locked" in str(exc.orig)
+            except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
+                locked = "database is locked" in str(getattr(exc, "orig", exc))
                 if not locked or time.monotonic() > deadline:
                     raise
                 time.sleep(LOCK_RETRY_SECONDS)

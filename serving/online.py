@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Final
 
 import numpy as np
@@ -51,6 +52,7 @@ from serving.store import (
     customers,
     decisions,
     events,
+    to_db_time,
 )
 
 log = logging.getLogger("retain.serving.online")
@@ -88,7 +90,13 @@ def _signature_query() -> sa.Select[Any]:
         .where(events.c.customer_id == customers.c.customer_id)
         .scalar_subquery()
     )
-    return sa.select(customers, count.label("n_events"))
+    # Every column as text, so that a prepared read (driver values) and a SQLAlchemy read of
+    # the same row give equal signatures.
+    return sa.select(
+        customers.c.customer_id,
+        *(sa.cast(c, sa.String) for c in customers.c if c.name != "customer_id"),
+        count.label("n_events"),
+    )
 
 
 _SIGNATURE_QUERY: Final = _signature_query()
@@ -99,10 +107,11 @@ _ONE_SIGNATURE: Final = _SIGNATURE_QUERY.where(customers.c.customer_id == sa.bin
 def signatures(store: Store, ids: Sequence[str]) -> dict[str, Signature]:
     """The signature of each known customer among `ids` (unknown ids are left out)."""
     out: dict[str, Signature] = {}
-    with store.engine.connect() as conn:
-        if len(ids) == 1:
-            rows = list(conn.execute(_ONE_SIGNATURE, {"id": ids[0]}))
-        else:
+    if len(ids) == 1:
+        row = store.prepared(_ONE_SIGNATURE).first(id=ids[0])
+        rows = [] if row is None else [row]
+    else:
+        with store.engine.connect() as conn:
             rows = [
                 row
                 for chunk in _chunks(list(dict.fromkeys(ids)), _IN_CHUNK)
@@ -136,7 +145,7 @@ _RECENT_CONTACTS: Final = _recent_contacts_query()
 
 
 def recent_contacts(
-    store: Store, customer_id: str, offer_ids: Iterable[str], since: pd.Timestamp
+    store: Store, customer_id: str, offer_ids: Iterable[str], since: datetime
 ) -> dict[str, int]:
     """`Store.recent_offer_count` for several offers in one round trip (same counting rule:
     decisions that chose the offer plus `offer_sent` events naming it, at or after `since`)."""
@@ -146,7 +155,7 @@ def recent_contacts(
     parameters = {
         "customer": customer_id,
         "offers": wanted,
-        "since": since.ceil("us").to_pydatetime(),
+        "since": to_db_time(since, bound=True),
     }
     with store.engine.connect() as conn:
         counted = {str(offer): int(n) for offer, n in conn.execute(_RECENT_CONTACTS, parameters)}
@@ -161,14 +170,12 @@ def _signature_and_contacts_query(offer_ids: tuple[str, ...]) -> sa.Select[Any]:
 
 
 def signature_and_contacts(
-    store: Store, customer_id: str, offer_ids: Sequence[str], since: pd.Timestamp
+    store: Store, customer_id: str, offer_ids: Sequence[str], since: datetime
 ) -> tuple[Signature | None, dict[str, int]]:
     """`signatures` of one customer and their `recent_contacts`, in one query (the two reads of
     every offer decision)."""
     query = _signature_and_contacts_query(tuple(offer_ids))
-    parameters = {"id": customer_id, "since": since.ceil("us").to_pydatetime()}
-    with store.engine.connect() as conn:
-        row = conn.execute(query, parameters).first()
+    row = store.prepared(query).first(id=customer_id, since=to_db_time(since, bound=True))
     if row is None:
         return None, {}
     values = tuple(row)

@@ -22,11 +22,12 @@ import gc
 import json
 import logging
 import math
+import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -203,36 +204,45 @@ def offer_values(
 def epsilon_greedy(
     values: np.ndarray, allowed: np.ndarray, *, epsilon: float, draw: float
 ) -> tuple[np.ndarray, int, int]:
-    """`training.policy.exploration_probabilities` and `explore` for one customer, in numpy
-    (the pandas versions cost ~3 ms a row).
+    """`training.policy.exploration_probabilities` and `explore` for one customer, in plain
+    Python over a handful of actions (numpy's per-call overhead and pandas' ~3 ms a row would
+    be most of a recommendation's cost).
 
     Returns:
         The probability of every action, the index of the action a uniform `draw` in [0, 1)
-        picks, and the index of the greedy (best eligible) action.
+        picks, and the index of the greedy (best eligible) action (the first of equals).
     """
-    mask = allowed.astype(float)
-    uniform = mask / mask.sum()
-    best = int(np.argmax(np.where(allowed, np.nan_to_num(values, nan=-np.inf), -np.inf)))
-    greedy = np.zeros(len(values))
-    greedy[best] = 1.0
-    probabilities = (1 - epsilon) * greedy + epsilon * uniform
-    column = min(int((draw > probabilities.cumsum()).sum()), len(values) - 1)
-    return probabilities, column, best
+    ok = allowed.tolist()
+    worth = [v if k and v == v else -math.inf for v, k in zip(values.tolist(), ok, strict=True)]
+    best = max(range(len(worth)), key=worth.__getitem__)
+    share = epsilon * (1 / sum(ok))  # the policy's arithmetic, so that both agree exactly
+    probabilities = [share if k else 0.0 for k in ok]
+    probabilities[best] = (1 - epsilon) + probabilities[best]
+    column, total = 0, 0.0
+    for p in probabilities[:-1]:  # the first action whose cumulative probability reaches draw
+        total += p
+        if draw <= total:
+            break
+        column += 1
+    return np.array(probabilities), column, best
 
 
-def _contacts_since(now: pd.Timestamp) -> pd.Timestamp:
-    return now - pd.Timedelta(days=CONTACT_WINDOW_DAYS)
+def decision_time() -> datetime:
+    """Now as naive UTC to the microsecond, as `utc_now`, in the standard library's type: the
+    offer path needs no pandas timestamp, and making one costs more than the rest of a rule."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _under_caps(offers: list[Offer], actions: Sequence[str], counts: dict[str, int]) -> np.ndarray:
+def _contacts_since(now: datetime) -> datetime:
+    return now - timedelta(days=CONTACT_WINDOW_DAYS)
+
+
+def _under_caps(
+    catalog: Mapping[str, Offer], actions: Sequence[str], counts: Mapping[str, int]
+) -> np.ndarray:
     # The contact-cap rule of `training.policy.eligibility`, for one customer's live counts.
-    catalog = {offer.offer_id: offer for offer in offers}
-    allowed = np.ones(len(actions), dtype=bool)
-    for j, action in enumerate(actions):
-        offer = catalog.get(action)
-        if offer is not None and offer.max_per_customer_30d is not None:
-            allowed[j] = counts.get(action, 0) < offer.max_per_customer_30d
-    return allowed
+    caps = [catalog[a].max_per_customer_30d if a in catalog else None for a in actions]
+    return np.array([c is None or counts.get(a, 0) < c for a, c in zip(actions, caps, strict=True)])
 
 
 def reason_columns(
@@ -730,7 +740,7 @@ class ScoringService:
         decision's commit is awaited, not waited for in a thread), else in the thread pool."""
         models = self.models.current
         self._check_offers(models, request)
-        now = utc_now()
+        now = decision_time()
         signature, counts = await self._read(
             signature_and_contacts,
             self.store,
@@ -748,7 +758,7 @@ class ScoringService:
             if entry is None:
                 raise UnknownCustomer(request.customer_id)
             # The wait may have been long: count the contacts as of now.
-            now = utc_now()
+            now = decision_time()
             counts = await self._read(
                 recent_contacts, self.store, request.customer_id, self._capped, _contacts_since(now)
             )
@@ -785,7 +795,7 @@ class ScoringService:
         models: ModelSet,
         request: RecommendIn,
         *,
-        now: pd.Timestamp | None = None,
+        now: datetime | None = None,
         counts: dict[str, int] | None = None,
     ) -> tuple[Decision, Recommendation]:
         """The decision to log and the answer to send once it is logged (`counts`: the contacts
@@ -805,16 +815,16 @@ class ScoringService:
         else:
             allowed = scores.eligible[row]
         if now is None or counts is None:
-            now = utc_now()
+            now = decision_time()
             counts = recent_contacts(
                 self.store, entry.customer_id, self._capped, _contacts_since(now)
             )
-        allowed = allowed & _under_caps(self.offers, actions, counts)
+        allowed = allowed & _under_caps(self._catalog, actions, counts)
 
         epsilon = self.settings.exploration_epsilon
         row_values = scores.values[row]
         probability, column, best = epsilon_greedy(
-            row_values, allowed, epsilon=epsilon, draw=float(np.random.default_rng().random())
+            row_values, allowed, epsilon=epsilon, draw=random.random()
         )
         chosen, propensity, greedy = actions[column], float(probability[column]), actions[best]
         value_of = dict(zip(actions, row_values.tolist(), strict=True))

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from features.contract import CUSTOMER_COLUMNS, EVENT_COLUMNS
 from features.io import Dataset
@@ -219,6 +220,14 @@ class Store:
         self.engine: Engine = _create_engine(_normalise_url(url), echo=echo)
         self._postgres = self.engine.dialect.name == "postgresql"
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        self._prepared: dict[int, Prepared] = {}
+
+    def prepared(self, statement: sa.ClauseElement) -> Prepared:
+        """`statement` compiled once for this store (see `Prepared`); keep `statement` alive."""
+        prepared = self._prepared.get(id(statement))
+        if prepared is None or prepared.statement is not statement:
+            prepared = self._prepared[id(statement)] = Prepared(self.engine, statement)
+        return prepared
 
     @classmethod
     def from_url(cls, url: str | URL, *, echo: bool = False) -> Store:
@@ -338,7 +347,7 @@ class Store:
             events.c.customer_id == customer_id
         )
         if before is not None:
-            query = query.where(events.c.timestamp < _to_db_time(before, bound=True))
+            query = query.where(events.c.timestamp < to_db_time(before, bound=True))
         query = query.order_by(events.c.timestamp, events.c.event_id)
         with self._read() as conn:
             rows = [tuple(row) for row in conn.execute(query)]
@@ -484,7 +493,7 @@ class Store:
                 decision_id=decision_id,
                 kind=kind,
                 value=_float_or_none(value),
-                recorded_at=_to_db_time(recorded_at if recorded_at is not None else _utc_now()),
+                recorded_at=to_db_time(recorded_at if recorded_at is not None else _utc_now()),
             )
             .on_conflict_do_nothing(index_elements=["decision_id", "kind"])
             .returning(outcomes.c.kind)
@@ -514,7 +523,7 @@ class Store:
         linked, so an offer that was both decided here and reported back as an event counts
         twice: the cap errs on the side of contacting less.
         """
-        start = _to_db_time(since, bound=True)
+        start = to_db_time(since, bound=True)
         with self._read() as conn:
             total = conn.execute(
                 sa.select(contact_count(customer_id, offer_id, start))
@@ -639,13 +648,13 @@ def new_decision(
     return Decision(
         decision_id=decision_id if decision_id is not None else uuid.uuid4().hex,
         customer_id=customer_id,
-        created_at=_to_db_time(created_at),
+        created_at=to_db_time(created_at),
         offer_id=offer_id,
         propensity=checked,
         expected_value=_float_or_none(expected_value),
         model_version=model_version,
-        context=json.loads(_dumps(dict(context))),
-        candidates=json.loads(_dumps([dict(c) for c in candidates])),
+        context=_json_ready(dict(context)),
+        candidates=_json_ready([dict(c) for c in candidates]),
     )
 
 
@@ -787,6 +796,76 @@ def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
+class Prepared:
+    """A statement compiled once and run on a pooled driver connection, for the reads and
+    writes every request makes. SQLAlchemy's work around each execution (connection wrapper,
+    events, an explicit BEGIN, parameter and result processing) costs ~0.5 ms here against
+    ~0.05 ms for SQLite to answer a keyed SELECT. Parameters are bound as the statement's types
+    bind them (the same stored values as SQLAlchemy's); rows come back as the driver returns
+    them (no result processing), so select columns whose driver value is what the caller wants."""
+
+    def __init__(self, engine: Engine, statement: sa.ClauseElement) -> None:
+        self.statement = statement
+        self.engine = engine
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = compiled.string
+        # The statement's own literal values; the caller gives the others.
+        self.defaults = {
+            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+        }
+        self.processors = {
+            name: process
+            for name, bind in compiled.binds.items()
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+        # `?` placeholders take a sequence in `positiontup` order, named ones a mapping.
+        self.order = list(compiled.positiontup or ()) if compiled.positional else None
+        self.sqlite = dialect.name == "sqlite"
+
+    def _bound(self, parameters: Mapping[str, Any]) -> Any:
+        values = self.defaults | dict(parameters)
+        for name, process in self.processors.items():
+            if name in values:
+                values[name] = process(values[name])
+        return values if self.order is None else [values[name] for name in self.order]
+
+    def first(self, **parameters: Any) -> tuple[Any, ...] | None:
+        """The first row of a SELECT for these parameters (named as its `bindparam`s)."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(self.sql, self._bound(parameters))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            raw.close()  # back to the pool, which ends the read transaction
+        return None if row is None else tuple(row)
+
+    def write_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run an INSERT once per row, all in one transaction, committed before returning (on
+        SQLite the write lock is taken up front, as `Store` does; the driver's error is raised
+        as it is, `sqlite3.OperationalError` 'database is locked' included)."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                if self.sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.executemany(self.sql, [self._bound(row) for row in rows])
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+
+
 # --- conversions -------------------------------------------------------------------------------
 
 
@@ -794,9 +873,11 @@ def _utc_now() -> pd.Timestamp:
     return pd.Timestamp.now("UTC")
 
 
-def _to_db_time(value: datetime | pd.Timestamp | str, *, bound: bool = False) -> datetime:
+def to_db_time(value: datetime | pd.Timestamp | str, *, bound: bool = False) -> datetime:
     """Naive UTC, whole microseconds (what both backends store). A `bound` is rounded up, so
     that `column < bound` and `column >= bound` keep their meaning for sub-microsecond bounds."""
+    if type(value) is datetime and value.tzinfo is None:  # already so (the common case, fast)
+        return value
     stamp = pd.Timestamp(value)
     if pd.isna(stamp):
         raise ValueError(f"not a timestamp: {value!r}")

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pandas.testing import assert_frame_equal
 from scoring_world import World, as_, client_for, service
@@ -30,7 +29,7 @@ from serving.cli import app as cli
 from serving.decision_log import DecisionLog
 from serving.online import recent_contacts, signature_and_contacts, signatures, utc_now
 from serving.scoring import _isotonic, _under_caps, epsilon_greedy, profiles
-from serving.store import Store, new_decision
+from serving.store import Prepared, Store, new_decision
 from training.kpis import kpis
 from training.policy import eligibility, exploration_probabilities, explore
 from training.reasons import reason_codes
@@ -451,7 +450,7 @@ def test_live_caps_equal_policy_eligibility(client: TestClient, world: World, se
     actions = list(static.columns)
     for row, customer_id in enumerate(rules_in.index):
         live = static.iloc[row].to_numpy(dtype=bool) & _under_caps(
-            offers, actions, counts.loc[customer_id].to_dict()
+            {o.offer_id: o for o in offers}, actions, counts.loc[customer_id].to_dict()
         )
         assert live.tolist() == expected.iloc[row].tolist()
 
@@ -477,20 +476,23 @@ def test_epsilon_greedy_equals_policy_explore(epsilon: float) -> None:
         assert probabilities[column] == propensity.iloc[0]
 
 
-def test_decision_log_commits_waiting_decisions_together(tmp_path: Path) -> None:
+def test_decision_log_commits_waiting_decisions_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'decisions.db'}"
     with Store(url) as store, Store(url) as other_worker:
         store.create_all()
         commits: list[int] = []
+        write_many = Prepared.write_many
 
-        def slow_commit(_: object) -> None:  # an fsync's worth of time, so that others queue
+        def slow_commit(prepared: Prepared, rows: Any) -> None:
+            write_many(prepared, rows)
             commits.append(1)
-            time.sleep(0.01)
+            time.sleep(0.01)  # an fsync's worth of time in the lock, so that others queue
 
+        monkeypatch.setattr(Prepared, "write_many", slow_commit)
         # Two logs on one SQLite file, as two worker processes: they contend for its lock.
         logs = [DecisionLog(store), DecisionLog(other_worker)]
-        for log in logs:
-            sa.event.listen(log.engine, "commit", slow_commit)
         decisions = [
             new_decision(
                 customer_id=f"C{i}",

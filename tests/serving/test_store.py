@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from features.contract import EVENT_COLUMNS, validate_customers, validate_events
 from features.io import Dataset
+from serving.online import signatures
 from serving.store import (
     DuplicateDecision,
     IngestResult,
@@ -30,6 +31,9 @@ from serving.store import (
     StoreError,
     UnknownCustomers,
     UnknownDecision,
+    decisions,
+    events,
+    new_decision,
 )
 
 NOW = pd.Timestamp("2025-06-01")
@@ -503,6 +507,85 @@ def test_recent_offer_count_counts_decisions_and_offer_sent_events(store: Store)
     assert store.recent_offer_count("C1", "d10", since=T.tz_localize("UTC")) == 3
     assert store.recent_offer_count("C1", "d20", since=T) == 2
     assert store.recent_offer_count("C2", "d20", since=T) == 0
+
+
+# --- prepared statements -----------------------------------------------------------------------
+
+
+def test_prepared_first_binds_times_as_sqlalchemy_does(store: Store) -> None:
+    store.upsert_customers(make_customers(["C1"]))
+    store.ingest_events(purchases("C1", [T - US, T, T + US]))
+    query = (
+        sa.select(sa.func.count())
+        .select_from(events)
+        .where(events.c.customer_id == sa.bindparam("id"), events.c.timestamp >= sa.bindparam("t"))
+    )
+
+    counts = []
+    for since in (T - US, T, T + US, T + 2 * US):
+        with store.engine.connect() as conn:
+            expected = conn.execute(query, {"id": "C1", "t": since.to_pydatetime()}).scalar()
+        assert store.prepared(query).first(id="C1", t=since.to_pydatetime()) == (expected,)
+        counts.append(expected)
+    assert counts == [3, 2, 1, 0]
+    assert store.prepared(query).first(id="C2", t=T.to_pydatetime()) == (0,)
+
+
+def test_prepared_write_many_stores_what_record_decision_stores(store: Store) -> None:
+    written = [
+        new_decision(
+            customer_id=f"C{i}",
+            offer_id="d10",
+            model_version="next-offer:1",
+            propensity=0.5,
+            expected_value=float("nan") if i else 1.5,
+            context={"as_of": T, "score": np.float64(0.25), "missing": float("inf")},
+            candidates=[{"offer_id": "d10", "probability": 0.5}],
+            created_at=T + i * US,
+        )
+        for i in range(3)
+    ]
+
+    store.prepared(decisions.insert()).write_many([vars(d) for d in written])
+
+    assert [store.decision(d.decision_id) for d in written] == written
+
+
+def test_prepared_write_many_is_one_transaction(store: Store) -> None:
+    first, again = (
+        new_decision(
+            customer_id="C1",
+            offer_id=offer,
+            model_version="next-offer:1",
+            propensity=None,
+            expected_value=None,
+            context={},
+            candidates=[],
+            created_at=T,
+            decision_id="same",
+        )
+        for offer in ("d10", "none")
+    )
+
+    with pytest.raises(Exception, match="UNIQUE constraint|duplicate key"):
+        store.prepared(decisions.insert()).write_many([vars(first), vars(again)])
+    assert store.decision("same") is None
+
+
+def test_signature_of_one_customer_equals_its_batch_signature(store: Store) -> None:
+    customers = make_customers(["C1", "C2"], loyalty_member=[True, False], tier=["gold", "none"])
+    store.upsert_customers(customers)
+    store.ingest_events(purchases("C1", [T]))
+
+    one = signatures(store, ["C1"])
+    assert one == {"C1": signatures(store, ["C1", "C2"])["C1"]}
+    store.ingest_events(purchases("C1", [T + US], prefix="q"))
+    assert signatures(store, ["C1"]) != one
+    assert signatures(store, ["C1"]) == {"C1": signatures(store, ["C1", "C2"])["C1"]}
+    store.upsert_customers(customers.assign(tier=["silver", "none"]))
+    assert signatures(store, ["C1"])["C1"][0] == 2
+    assert signatures(store, ["C1"])["C1"][1] != one["C1"][1]
+    assert signatures(store, ["C1", "C2"])["C2"] == signatures(store, ["C2"])["C2"]
 
 
 # --- durability and configuration ---------------------------------------------------------------
