@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.database_url)
+        # Checkpoints off the request path: see store._Checkpointer.
+        store = Store(settings.database_url, background_checkpoints=True)
         store.create_all()
         app.state.store = store
         app.state.offers = read_offers(settings.offers_path) if settings.offers_path else []

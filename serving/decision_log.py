@@ -132,7 +132,7 @@ class DecisionLog:
                 if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
                     self._engine = self.store.engine
                 else:
-                    own = Store(url)
+                    own = Store(url, background_checkpoints=True)
                     if own.engine.dialect.name == "sqlite":
                         sa.event.listen(own.engine, "connect", _no_busy_wait)
                     self._own, self._engine = own, own.engine

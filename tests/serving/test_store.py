@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -586,6 +588,30 @@ def test_signature_of_one_customer_equals_its_batch_signature(store: Store) -> N
     assert signatures(store, ["C1"])["C1"][0] == 2
     assert signatures(store, ["C1"])["C1"][1] != one["C1"][1]
     assert signatures(store, ["C1", "C2"])["C2"] == signatures(store, ["C2"])["C2"]
+
+
+def test_background_checkpoints_move_commits_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "retain.db"
+    with Store(f"sqlite:///{path}", background_checkpoints=True) as store:
+        store.create_all()
+        written = [record(store, customer_id=f"C{i}") for i in range(50)]
+        with store.engine.connect() as conn:  # commits never checkpoint themselves
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+
+        def in_database_file() -> int:
+            # The database file alone, without its WAL: only checkpointed commits are there.
+            copy = tmp_path / "copy.db"
+            copy.write_bytes(path.read_bytes())
+            try:
+                with sqlite3.connect(copy) as conn:
+                    return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+            except sqlite3.OperationalError:  # not even the table yet
+                return 0
+
+        deadline = time.monotonic() + 10
+        while in_database_file() < len(written) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert in_database_file() == len(written)
 
 
 # --- durability and configuration ---------------------------------------------------------------
