@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import sqlite3
 import threading
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import sqlalchemy as sa
-
-from serving.store import Decision, Prepared, Store, decisions, write_turn
+from serving.store import Decision, Store, decisions, write_turn
 
 MAX_BATCH: Final = 256
-LOCK_RETRY_SECONDS: Final = 0.0005  # SQLite: poll the write lock this often while it is held
 LOCK_TIMEOUT_SECONDS: Final = 30.0
 _INSERT: Final = decisions.insert()
 
@@ -58,9 +53,6 @@ class DecisionLog:
 
     def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
         self.store = store
-        self._own: Store | None = None
-        self._engine: sa.Engine | None = None
-        self._insert_decisions: Prepared | None = None
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -120,44 +112,15 @@ class DecisionLog:
             if stop:
                 return
 
-    @property
-    def engine(self) -> sa.Engine:
-        """The writer thread's own engine: the store's settings (WAL, durable commits), and on
-        SQLite no built-in busy wait, whose sleeps (1, 2, 5, 10, 15 … ms) would keep a decision
-        waiting long after the other worker's commit freed the lock; `_insert` retries instead.
-        An in-memory database has no other writer, and cannot be opened twice: its engine."""
-        with self._start_lock:
-            if self._engine is None:
-                url = self.store.engine.url
-                if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-                    self._engine = self.store.engine
-                else:
-                    own = Store(url, background_checkpoints=True)
-                    if own.engine.dialect.name == "sqlite":
-                        sa.event.listen(own.engine, "connect", _no_busy_wait)
-                    self._own, self._engine = own, own.engine
-                # A prepared insert: SQLAlchemy's per-execution work held the GIL longer than
-                # the insert itself, stalling the event loop that serves the requests.
-                self._insert_decisions = Prepared(self._engine, _INSERT)
-            return self._engine
-
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        engine = self.engine
-        insert = self._insert_decisions
-        assert insert is not None
-        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
-        sqlite = engine.dialect.name == "sqlite"
-        while True:
-            try:
-                # On SQLite, in turn with this process's other writers (`write_turn`).
-                with write_turn(engine.url, LOCK_TIMEOUT_SECONDS) if sqlite else nullcontext():
-                    insert.write_many(rows)
-                return
-            except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
-                locked = "database is locked" in str(getattr(exc, "orig", exc))
-                if not locked or time.monotonic() > deadline:
-                    raise
-                time.sleep(LOCK_RETRY_SECONDS)
+        # A prepared insert: SQLAlchemy's per-execution work held the GIL longer than the insert
+        # itself, stalling the event loop that serves the requests. On SQLite, in turn with
+        # this process's other writers (`write_turn`), polling the lock (`begin_immediate`).
+        insert = self.store.prepared(_INSERT)
+        url = self.store.engine.url
+        sqlite = url.get_backend_name() == "sqlite"
+        with write_turn(url, LOCK_TIMEOUT_SECONDS) if sqlite else nullcontext():
+            insert.write_many(rows, timeout=LOCK_TIMEOUT_SECONDS)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -173,10 +136,3 @@ class DecisionLog:
             self._queue.put(None)
             self._writer.join(timeout=10)
             self._writer = None
-        if self._own is not None:
-            self._own.close()
-            self._own, self._engine = None, None
-
-
-def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.execute("PRAGMA busy_timeout = 0")

@@ -898,16 +898,18 @@ class Prepared:
             raw.close()  # back to the pool, which ends the read transaction
         return None if row is None else tuple(row)
 
-    def write_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run an INSERT once per row, all in one transaction, committed before returning (on
-        SQLite the write lock is taken up front, as `Store` does; the driver's error is raised
-        as it is, `sqlite3.OperationalError` 'database is locked' included)."""
+    def write_many(
+        self, rows: Sequence[Mapping[str, Any]], *, timeout: float = WRITE_LOCK_TIMEOUT_SECONDS
+    ) -> None:
+        """Run an INSERT once per row, all in one transaction, committed before returning. On
+        SQLite the write lock is taken up front by `begin_immediate`, as `Store`'s writers do
+        (TimeoutError, answered 503, if it stays busy for `timeout` seconds)."""
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
             try:
                 if self.sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
+                    begin_immediate(raw.driver_connection, timeout)
                 cursor.executemany(self.sql, [self._bound(row) for row in rows])
                 raw.commit()
             except BaseException:

@@ -485,8 +485,8 @@ def test_decision_log_commits_waiting_decisions_together(
         commits: list[int] = []
         write_many = Prepared.write_many
 
-        def slow_commit(prepared: Prepared, rows: Any) -> None:
-            write_many(prepared, rows)
+        def slow_commit(prepared: Prepared, rows: Any, **options: Any) -> None:
+            write_many(prepared, rows, **options)
             commits.append(1)
             time.sleep(0.01)  # an fsync's worth of time in the lock, so that others queue
 
