@@ -115,7 +115,8 @@ class DecisionLog:
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         # A prepared insert: SQLAlchemy's per-execution work held the GIL longer than the insert
         # itself, stalling the event loop that serves the requests. On SQLite, in turn with
-        # this process's other writers (`write_turn`), polling the lock (`begin_immediate`).
+        # this process's other writers (`write_turn`), as one multi-row INSERT that polls the
+        # write lock (`Prepared.write_many`).
         insert = self.store.prepared(_INSERT)
         url = self.store.engine.url
         sqlite = url.get_backend_name() == "sqlite"

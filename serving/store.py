@@ -794,6 +794,7 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 WRITE_LOCK_RETRY_SECONDS: Final = 0.0005
+SQLITE_MAX_PARAMETERS: Final = 32766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
 WRITE_LOCK_TIMEOUT_SECONDS: Final = 5.0  # what pysqlite's busy handler waited before
 _write_turns: dict[str, threading.Lock] = {}
 _write_turns_lock = threading.Lock()
@@ -815,10 +816,17 @@ def write_turn(url: URL, timeout: float = WRITE_LOCK_TIMEOUT_SECONDS) -> Iterato
 
 
 def begin_immediate(dbapi_connection: Any, timeout: float = WRITE_LOCK_TIMEOUT_SECONDS) -> None:
-    """BEGIN IMMEDIATE, polling SQLite's write lock every half millisecond. pysqlite's busy
-    handler sleeps 1, 2, 5 … 100 ms between tries, so a writer of one worker process lost the
-    lock, for seconds, to the other's decision log, which polls; now every writer polls alike
-    (at most one per process, see `write_turn`)."""
+    """BEGIN IMMEDIATE, polling SQLite's write lock (`while_locked`)."""
+    while_locked(dbapi_connection, "BEGIN IMMEDIATE", (), timeout)
+
+
+def while_locked(
+    dbapi_connection: Any, sql: str, parameters: Sequence[Any], timeout: float
+) -> None:
+    """Execute a statement that takes SQLite's write lock, polling the lock every half
+    millisecond. pysqlite's busy handler sleeps 1, 2, 5 … 100 ms between tries, so a writer of
+    one worker process lost the lock, for seconds, to the other's decision log, which polls; now
+    every writer polls alike (at most one per process, see `write_turn`)."""
     import sqlite3
 
     deadline = time.monotonic() + timeout
@@ -826,7 +834,7 @@ def begin_immediate(dbapi_connection: Any, timeout: float = WRITE_LOCK_TIMEOUT_S
     try:
         while True:
             try:
-                dbapi_connection.execute("BEGIN IMMEDIATE")
+                dbapi_connection.execute(sql, parameters)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc):
@@ -876,6 +884,7 @@ class Prepared:
         # `?` placeholders take a sequence in `positiontup` order, named ones a mapping.
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
         self.sqlite = dialect.name == "sqlite"
+        self._rows_sqls: dict[int, str] = {}
 
     def _bound(self, parameters: Mapping[str, Any]) -> Any:
         values = self.defaults | dict(parameters)
@@ -901,15 +910,31 @@ class Prepared:
     def write_many(
         self, rows: Sequence[Mapping[str, Any]], *, timeout: float = WRITE_LOCK_TIMEOUT_SECONDS
     ) -> None:
-        """Run an INSERT once per row, all in one transaction, committed before returning. On
-        SQLite the write lock is taken up front by `begin_immediate`, as `Store`'s writers do
-        (TimeoutError, answered 503, if it stays busy for `timeout` seconds)."""
+        """Insert `rows` (the statement is an INSERT), all or none, committed before returning.
+
+        On SQLite all rows go in one multi-row INSERT run in autocommit: taking the write lock,
+        writing and committing (the fsync) happen in one driver call, which releases the GIL
+        once. In an explicit transaction each statement hands the GIL back and waits to get it
+        again while the lock is held; under load, with the event loop holding the GIL, that
+        stretched every decision commit to milliseconds, and the other worker waited for the
+        lock all that time. The lock is polled (`while_locked`; TimeoutError, answered 503,
+        if it stays busy for `timeout` seconds). PostgreSQL: one transaction, `executemany`.
+        """
+        if not rows:
+            return
         raw = self.engine.raw_connection()
         try:
+            if self.sqlite:
+                parameters = [value for row in rows for value in self._bound(row)]
+                if len(parameters) > SQLITE_MAX_PARAMETERS:
+                    raise ValueError(
+                        f"{len(rows)} rows need {len(parameters)} parameters, more than "
+                        f"SQLite's {SQLITE_MAX_PARAMETERS}: write them in smaller batches"
+                    )
+                while_locked(raw.driver_connection, self._rows_sql(len(rows)), parameters, timeout)
+                return
             cursor = raw.cursor()
             try:
-                if self.sqlite:
-                    begin_immediate(raw.driver_connection, timeout)
                 cursor.executemany(self.sql, [self._bound(row) for row in rows])
                 raw.commit()
             except BaseException:
@@ -919,6 +944,14 @@ class Prepared:
                 cursor.close()
         finally:
             raw.close()
+
+    def _rows_sql(self, count: int) -> str:
+        """The INSERT with `count` rows of values (its one `VALUES (…)` group repeated)."""
+        sql = self._rows_sqls.get(count)
+        if sql is None:
+            head, values = self.sql.split(" VALUES ")
+            sql = self._rows_sqls[count] = f"{head} VALUES {', '.join([values] * count)}"
+        return sql
 
 
 # --- conversions -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from features.contract import EVENT_COLUMNS, validate_customers, validate_events
 from features.io import Dataset
 from serving.online import signatures
 from serving.store import (
+    Decision,
     DuplicateDecision,
     IngestResult,
     LoadResult,
@@ -572,6 +573,31 @@ def test_prepared_write_many_is_one_transaction(store: Store) -> None:
     with pytest.raises(Exception, match="UNIQUE constraint|duplicate key"):
         store.prepared(decisions.insert()).write_many([vars(first), vars(again)])
     assert store.decision("same") is None
+
+
+def test_prepared_write_many_takes_batches_of_any_size(store: Store) -> None:
+    def batch(size: int, prefix: str) -> list[Decision]:
+        return [
+            new_decision(
+                customer_id=f"C{i}",
+                offer_id="none",
+                model_version="next-offer:1",
+                propensity=1.0,
+                expected_value=0.0,
+                context={},
+                candidates=[],
+                created_at=T,
+                decision_id=f"{prefix}{i}",
+            )
+            for i in range(size)
+        ]
+
+    insert = store.prepared(decisions.insert())
+    written = [*batch(1, "a"), *batch(3, "b"), *batch(1, "c")]
+    for rows in (written[:1], written[1:4], [], written[4:]):
+        insert.write_many([vars(d) for d in rows])
+
+    assert [store.decision(d.decision_id) for d in written] == written
 
 
 def test_signature_of_one_customer_equals_its_batch_signature(store: Store) -> None:
