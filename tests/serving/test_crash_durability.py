@@ -410,6 +410,9 @@ def test_acknowledged_writes_survive_sigkill_exactly_once(
             path = f"/v1/decisions/{decision_id}/outcome"
             status, answer = request(conn, "POST", path, {"kind": kind}, "marketing")
             assert status == 200 and answer["recorded"] is False, answer
+        # A kept-alive connection idle past uvicorn's default keep-alive (5 s, the same as
+        # httpx's pool) is still open: a client reusing it must not race the server's close.
+        time.sleep(6)
         status, fresh = request(
             conn, "POST", "/v1/offers/recommend", {"customer_id": customers[0]}, "marketing"
         )
