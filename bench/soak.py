@@ -616,7 +616,7 @@ def main() -> None:
         reload_at,
         png,
         f"retain serve, {args.workers} workers, {args.rate:g} req/s open loop "
-        f"(load avg {load_at_start[0]:.0f}-{load_at_end[0]:.0f} on {os.cpu_count()} CPUs)",
+        f"(load avg {load_at_start[0]:.1f} → {load_at_end[0]:.1f} on {os.cpu_count()} CPUs)",
     )
     args.out.write_text(
         json.dumps(
