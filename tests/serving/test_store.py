@@ -26,6 +26,7 @@ from features.contract import EVENT_COLUMNS, validate_customers, validate_events
 from features.io import Dataset
 from serving.online import signatures
 from serving.store import (
+    SQLITE_MAX_PARAMETERS,
     Decision,
     DuplicateDecision,
     IngestResult,
@@ -598,6 +599,29 @@ def test_prepared_write_many_takes_batches_of_any_size(store: Store) -> None:
         insert.write_many([vars(d) for d in rows])
 
     assert [store.decision(d.decision_id) for d in written] == written
+
+
+def test_prepared_write_many_refuses_more_parameters_than_sqlite_takes(
+    sqlite_store: Store,
+) -> None:
+    row = vars(
+        new_decision(
+            customer_id="C1",
+            offer_id="none",
+            model_version="next-offer:1",
+            propensity=1.0,
+            expected_value=0.0,
+            context={},
+            candidates=[],
+            created_at=T,
+        )
+    )
+    too_many = SQLITE_MAX_PARAMETERS // len(row) + 1
+    rows = [row | {"decision_id": f"d{i}"} for i in range(too_many)]
+
+    with pytest.raises(ValueError, match="smaller batches"):
+        sqlite_store.prepared(decisions.insert()).write_many(rows)
+    assert sqlite_store.decision("d0") is None
 
 
 def test_signature_of_one_customer_equals_its_batch_signature(store: Store) -> None:
