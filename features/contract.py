@@ -115,10 +115,12 @@ class _Checker:
 
         Reasons are formatted for the bad rows only: on ten million good rows this costs a mask.
         """
-        bad = bad.fillna(False).astype(bool)
-        if not bad.any():
+        # Straight to numpy: this runs ~20 times per validation, and on a small batch posted to
+        # the API pandas' fixed cost per operation is most of the time.
+        mask = bad.to_numpy(dtype=bool, na_value=False)
+        if not mask.any():
             return
-        positions = np.flatnonzero(bad.to_numpy())
+        positions = np.flatnonzero(mask)
         reasons: object = reason
         if value is not None:
             reasons = [reason.format(v) for v in value.iloc[positions].astype("str")]
@@ -338,7 +340,8 @@ def validate_events(
     if not _require_columns(checker, events, EVENT_REQUIRED):
         return checker.result(events.iloc[0:0])
     now = now if now is not None else pd.Timestamp.now("UTC").tz_localize(None)
-    out = pd.DataFrame(index=events.index)
+    # Columns gathered in a dict, made a frame once: a frame's `__setitem__` costs ~0.2 ms.
+    out: dict[str, pd.Series] = {}
 
     def column(name: str) -> pd.Series:
         return events[name] if name in events else pd.Series(pd.NA, index=events.index, dtype="str")
@@ -439,10 +442,12 @@ def validate_events(
     _check_text(checker, out["event_id"], "event_id")
     absent = out["event_id"].isna()
     if absent.any():
-        content = out.loc[absent, ["customer_id", "timestamp", "event_type", "amount", "offer_id"]]
+        keyed = ("customer_id", "timestamp", "event_type", "amount", "offer_id")
+        content = pd.DataFrame({name: out[name][absent] for name in keyed})
         digest = pa.array(pd.util.hash_pandas_object(content, index=False).to_numpy())
         hex_ids = pc.cast(digest, pa.string()).to_numpy(zero_copy_only=False)
-        out.loc[absent, "event_id"] = "h" + pd.Series(hex_ids, index=content.index, dtype="str")
+        derived = "h" + pd.Series(hex_ids, index=content.index, dtype="str")
+        out["event_id"] = out["event_id"].mask(absent, derived)
     checker.flag(_duplicated(out["event_id"]), "event_id", "duplicate event_id {}", out["event_id"])
 
-    return checker.result(out[list(EVENT_COLUMNS)])
+    return checker.result(pd.DataFrame({name: out[name] for name in EVENT_COLUMNS}))
