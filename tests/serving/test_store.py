@@ -576,22 +576,23 @@ def test_prepared_write_many_is_one_transaction(store: Store) -> None:
     assert store.decision("same") is None
 
 
+def no_offer_decision(decision_id: str, customer_id: str = "C1") -> Decision:
+    return new_decision(
+        customer_id=customer_id,
+        offer_id="none",
+        model_version="next-offer:1",
+        propensity=1.0,
+        expected_value=0.0,
+        context={},
+        candidates=[],
+        created_at=T,
+        decision_id=decision_id,
+    )
+
+
 def test_prepared_write_many_takes_batches_of_any_size(store: Store) -> None:
     def batch(size: int, prefix: str) -> list[Decision]:
-        return [
-            new_decision(
-                customer_id=f"C{i}",
-                offer_id="none",
-                model_version="next-offer:1",
-                propensity=1.0,
-                expected_value=0.0,
-                context={},
-                candidates=[],
-                created_at=T,
-                decision_id=f"{prefix}{i}",
-            )
-            for i in range(size)
-        ]
+        return [no_offer_decision(f"{prefix}{i}", f"C{i}") for i in range(size)]
 
     insert = store.prepared(decisions.insert())
     written = [*batch(1, "a"), *batch(3, "b"), *batch(1, "c")]
@@ -604,18 +605,7 @@ def test_prepared_write_many_takes_batches_of_any_size(store: Store) -> None:
 def test_prepared_write_many_refuses_more_parameters_than_sqlite_takes(
     sqlite_store: Store,
 ) -> None:
-    row = vars(
-        new_decision(
-            customer_id="C1",
-            offer_id="none",
-            model_version="next-offer:1",
-            propensity=1.0,
-            expected_value=0.0,
-            context={},
-            candidates=[],
-            created_at=T,
-        )
-    )
+    row = vars(no_offer_decision("d"))
     too_many = SQLITE_MAX_PARAMETERS // len(row) + 1
     rows = [row | {"decision_id": f"d{i}"} for i in range(too_many)]
 
