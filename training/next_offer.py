@@ -29,7 +29,7 @@ from training.offpolicy import (
     uniform,
 )
 from training.policy import best_actions, expected_costs, net_values
-from training.uplift import DRLearner, LogitLearner, SLearner, TLearner
+from training.uplift import BoostedShiftLearner, DRLearner, LogitLearner, SLearner, TLearner
 
 REDEEM_WINDOW_DAYS = 30
 
@@ -168,7 +168,12 @@ class NextOfferModel(BaseEstimator):  # type: ignore[misc]
                 categorical=tuple(self.categories_),
             )
         else:
-            learner_class = {"dr": DRLearner, "t": TLearner, "s": SLearner}[self.learner]
+            learner_class = {
+                "dr": DRLearner,
+                "t": TLearner,
+                "s": SLearner,
+                "boost": BoostedShiftLearner,
+            }[self.learner]
             self.uplift_ = learner_class(seed=self.seed, num_threads=self.num_threads)
         self.uplift_.fit(features, action, propensity, outcome)
         self.offers_ = list(self.uplift_.offers_)

@@ -106,7 +106,7 @@ def train_next_offer_command(
     window: Annotated[int | None, typer.Option(min=1, help="Goal window in days.")] = None,
     seed: SeedOption = 0,
 ) -> None:
-    """Train the next-offer policy (DR and T uplift learners) from the logged offer history."""
+    """Train the next-offer policy (five uplift learners compared) from the logged offer history."""
     from training.next_offer import Goal
     from training.offer_pipeline import train_next_offer
     from training.registry import load_champion

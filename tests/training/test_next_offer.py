@@ -120,7 +120,8 @@ def test_train_next_offer_registers_and_evaluates(tmp_path: Path) -> None:
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     assert result.learner in LEARNERS
-    assert {f"{name}.ips_minus_logit_low" for name in ("dr", "t", "s")} <= set(result.metrics)
+    others = [name for name in LEARNERS if name != DEFAULT_LEARNER]
+    assert {f"{name}.ips_minus_{DEFAULT_LEARNER}_low" for name in others} <= set(result.metrics)
     learned = result.reports[result.learner].values["learned"]
     assert learned.dr_low <= learned.dr <= learned.dr_high
     assert set(result.reports[result.learner].values) == {

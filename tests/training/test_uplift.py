@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.uplift import DRLearner, LogitLearner, SLearner, TLearner
+from training.uplift import BoostedShiftLearner, DRLearner, LogitLearner, SLearner, TLearner
 
 ACTIONS = np.array(["none", "discount", "call"])
 
@@ -46,10 +46,11 @@ def logged_world(
         TLearner(seed=1, num_threads=1),
         SLearner(seed=1, num_threads=1),
         LogitLearner(seed=1, num_threads=1),
+        BoostedShiftLearner(seed=1, num_threads=1),
     ],
 )
 def test_fit_learner_recovers_effect_signs(
-    learner: DRLearner | TLearner | SLearner | LogitLearner,
+    learner: DRLearner | TLearner | SLearner | LogitLearner | BoostedShiftLearner,
 ) -> None:
     x, action, propensity, outcome, _ = logged_world(12_000, seed=0)
     learner.fit(x, action, propensity, outcome)

@@ -1,0 +1,111 @@
+"""How much of the oracle's value any feature-based offer policy can reach on a demo world.
+
+The learned policy estimates each action's net value from noisy logged outcomes. This script
+removes that noise: it regresses the *true* net value of every action (Δretention × CLV −
+expected cost, from `ground_truth.parquet`) on the features at the data end, cross-fitted over
+customers (each customer's choice comes from a model that did not see that customer), and
+picks the best eligible action. What it reaches is an estimate of the ceiling the features
+allow, with the policy's own population, rules and value definition (`oracle_comparison`).
+
+    python -m bench.offer_ceiling DATA_DIR/demo [--folds 5] [--out bench/results/offer_ceiling.json]
+
+The world is written by `retain demo-data` or `retain demo` (DATA_DIR/demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.contract import NO_OFFER
+from features.io import load_directory
+from training.next_offer import oracle_comparison
+from training.offer_pipeline import active_population
+from training.policy import best_actions
+
+HORIZON_DAYS = 90
+
+
+def true_net_values(truth: pd.DataFrame, customers: pd.Index) -> pd.DataFrame:
+    """Customers × offers: the oracle's value of each offer (`none` is 0, not listed)."""
+    net = truth["delta_retention"] * truth["clv_365"] - truth["expected_cost"]
+    table = truth.assign(net=net).pivot(index="customer_id", columns="offer_id", values="net")
+    return table.loc[customers]
+
+
+def cross_fitted_values(
+    x: pd.DataFrame, values: pd.DataFrame, *, folds: int, seed: int
+) -> pd.DataFrame:
+    """Out-of-fold LightGBM predictions of each offer's true value from the features."""
+    fold = np.random.default_rng(seed).integers(0, folds, len(x))
+    predicted = pd.DataFrame(0.0, index=values.index, columns=values.columns)
+    # categories as LightGBM's own categorical columns, numbers as they are
+    matrix = x.apply(lambda c: c.astype("category") if c.dtype == object or c.dtype == "str" else c)
+    for offer in values.columns:
+        target = values[offer].to_numpy()
+        for k in range(folds):
+            model = lgb.LGBMRegressor(
+                n_estimators=400,
+                learning_rate=0.05,
+                num_leaves=31,
+                min_child_samples=50,
+                subsample=0.8,
+                subsample_freq=1,
+                random_state=seed,
+                verbose=-1,
+            ).fit(matrix[fold != k], target[fold != k])
+            predicted.loc[fold == k, offer] = model.predict(matrix[fold == k])
+    return predicted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("world", type=Path, help="directory of a demo world (with ground truth)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds over customers")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds and the models")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    dataset = load_directory(args.world)
+    truth = pd.read_parquet(args.world / "ground_truth.parquet")
+    end = dataset.events["timestamp"].max()
+    x, rules = active_population(
+        dataset.customers,
+        dataset.events,
+        dataset.offers,
+        end,
+        horizon_days=HORIZON_DAYS,
+        ids=pd.Series(truth["customer_id"].unique()),
+    )
+    values = true_net_values(truth, x.index)
+    predicted = cross_fitted_values(x, values, folds=args.folds, seed=args.seed)
+    predicted.insert(0, NO_OFFER, 0.0)
+    chosen = best_actions(predicted, rules[predicted.columns])
+    result = oracle_comparison(chosen, truth, rules)
+    result |= {
+        "world": str(args.world),
+        "customers_in_world": int(len(dataset.customers)),
+        "folds": args.folds,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(
+        f"{int(result['customers']):,} active customers: a noise-free regression on the features "
+        f"reaches {result['share_of_oracle']:.1%} of the oracle "
+        f"({result['gain_over_best_single']:+.1%} against the best single offer, "
+        f"{result['best_single_offer']})"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
