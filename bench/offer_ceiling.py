@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.contract import NO_OFFER
 from features.io import load_directory
+from training.encoding import categorical_columns
 from training.next_offer import oracle_comparison
 from training.offer_pipeline import active_population
 from training.policy import best_actions
@@ -42,11 +43,11 @@ def truth_table(truth: pd.DataFrame, column: str, customers: pd.Index) -> pd.Dat
 def cross_fitted_values(
     x: pd.DataFrame, values: pd.DataFrame, *, folds: int, seed: int
 ) -> pd.DataFrame:
-    """Out-of-fold LightGBM predictions of each offer's true value from the features."""
+    """Out-of-fold LightGBM predictions of each column of `values` from the features."""
     fold = np.random.default_rng(seed).integers(0, folds, len(x))
     predicted = pd.DataFrame(0.0, index=values.index, columns=values.columns)
     # categories as LightGBM's own categorical columns, numbers as they are
-    matrix = x.apply(lambda c: c.astype("category") if c.dtype == object or c.dtype == "str" else c)
+    matrix = x.astype(dict.fromkeys(categorical_columns(x, list(x.columns)), "category"))
     for offer in values.columns:
         target = values[offer].to_numpy()
         for k in range(folds):
@@ -85,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         ids=pd.Series(truth["customer_id"].unique()),
     )
 
-    def learnt(column: str) -> pd.DataFrame:
+    def learnt(column: str, *, per_offer: bool = True) -> pd.DataFrame:
         table = truth_table(truth, column, x.index)
+        table = table if per_offer else table.iloc[:, :1]
         return cross_fitted_values(x, table, folds=args.folds, seed=args.seed)
 
-    clv_by_offer = truth_table(truth, "clv_365", x.index).iloc[:, :1]  # equal for every offer
-    clv = cross_fitted_values(x, clv_by_offer, folds=args.folds, seed=args.seed).iloc[:, 0]
+    clv = learnt("clv_365", per_offer=False).iloc[:, 0]  # the same for every offer: one model
     predicted = learnt("delta_retention").mul(clv.clip(lower=0), axis=0) - learnt("expected_cost")
     predicted.insert(0, NO_OFFER, 0.0)
     chosen = best_actions(predicted, rules[predicted.columns])
