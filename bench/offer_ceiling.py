@@ -60,6 +60,9 @@ def cross_fitted_values(
                 subsample_freq=1,
                 random_state=seed,
                 verbose=-1,
+                # the same figure on every run (on the same thread count)
+                deterministic=True,
+                force_row_wise=True,
             ).fit(matrix[fold != k], target[fold != k])
             predicted.loc[fold == k, offer] = model.predict(matrix[fold == k])
     return predicted
