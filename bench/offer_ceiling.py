@@ -76,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
+    truth_path = args.world / "ground_truth.parquet"
+    if not truth_path.is_file():
+        parser.error(f"{truth_path}: not found (a demo world from `retain demo-data` has it)")
     started = time.perf_counter()
     dataset = load_directory(args.world)
-    truth = pd.read_parquet(args.world / "ground_truth.parquet")
+    truth = pd.read_parquet(truth_path)
     end = dataset.events["timestamp"].max()
     x, rules = active_population(
         dataset.customers,
