@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     )
     max_batch_events: int = Field(10_000, gt=0, description="Most events per ingest request.")
     max_request_bytes: int = Field(5_000_000, gt=0, description="Largest request body accepted.")
+    max_in_flight: int = Field(
+        32,
+        ge=0,
+        description="Requests one worker works on at once; more are answered 503 with Retry-After"
+        " at once instead of queueing into client timeouts (0: no limit).",
+    )
     # --- scoring service -----------------------------------------------------------------------
     model_alias: str = Field("champion", description="Registry alias the service loads.")
     model_poll_seconds: float = Field(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_exception_handler(ScoringError, _scoring_error)
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
+    # added last, so outermost: a shed request costs no body reading or routing
+    app.add_middleware(ShedLoad, limit=settings.max_in_flight)
     for module in (health, events, decisions, churn, offers, kpis, admin, monitor):
         app.include_router(module.router)
     return app
@@ -108,3 +111,48 @@ class LimitBody:
     @property
     def _over(self) -> str:
         return f"request body over {self.limit} bytes"
+
+
+SHED = Counter(
+    "retain_requests_shed",
+    "Requests answered 503 at once because the worker had max_in_flight requests in progress",
+)
+
+
+class ShedLoad:
+    """Answer 503 (with Retry-After) at once while `limit` requests are in progress in this worker.
+
+    Past capacity a queue only grows: every request waits longer, until clients time out and the
+    work done for them is wasted. Refusing the excess keeps the accepted requests fast and tells
+    the client when to come back. Paths under `exempt` are never refused: probes (a busy worker
+    is alive) and admin calls (an operator's reload must get through an overload). `limit` 0
+    turns shedding off. One event loop per worker, so a plain counter is exact.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/v1/admin/"),
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.limit or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            SHED.inc()
+            detail = f"over capacity ({self.limit} requests in progress); retry after Retry-After"
+            response = errors.problem(503, detail)
+            response.headers["Retry-After"] = str(errors.RETRY_AFTER_SECONDS)
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -28,7 +28,7 @@ _STATUS_MEANING = {
     415: "Body is not JSON (Content-Type must be application/json)",
     422: "Request breaks the schema or the data contract",
     500: "Internal error (logged; nothing of the request echoed)",
-    503: "The store is busy or unreachable; retry after Retry-After seconds",
+    503: "Over capacity, or the store is busy or unreachable; retry after Retry-After seconds",
 }
 RETRY_AFTER_SECONDS = 1
 
@@ -93,7 +93,7 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     # did not come in time. Retrying is safe: events and outcomes are idempotent, and a retried
     # recommendation is a new decision.
     log.warning("store unavailable: %s", type(exc).__name__)
-    response = problem(503, _STATUS_MEANING[503])
+    response = problem(503, "The store is busy or unreachable; retry after Retry-After seconds")
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
@@ -117,7 +117,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             statuses = {500}
-            if operation.get("security"):  # keyed routes all use the store: 503 when it is busy
+            if operation.get("security"):  # keyed routes: 503 when shed or the store is busy
                 statuses |= {401, 403, 503}
             if "requestBody" in operation:
                 statuses |= {400, 413, 415, 422}
