@@ -9,7 +9,12 @@ best eligible action. (Regressing the net value itself reaches a few points less
 is harder for trees than its parts.) What it reaches is an estimate of the ceiling the features
 allow, with the policy's own population, rules and value definition (`oracle_comparison`).
 
-    python -m bench.offer_ceiling DATA_DIR/demo [--folds 5] [--out bench/results/offer_ceiling.json]
+    python -m bench.offer_ceiling DATA_DIR/demo [--folds 5] [--with-history] [--out FILE.json]
+
+`--with-history` adds 45 columns a trained model does not have: two-week counts of visits,
+purchases and email opens over the last 26 weeks, lifetime rates per week of tenure, and the
+last 8 weeks' rate over the lifetime rate. They are what a filter of the latent engagement would
+read; if the ceiling does not move with them, the missing value is not in the history.
 
 The world is written by `retain demo-data` or `retain demo` (DATA_DIR/demo).
 """
@@ -33,11 +38,38 @@ from training.offer_pipeline import active_population
 from training.policy import best_actions
 
 HORIZON_DAYS = 90
+HISTORY_WEEKS = 26  # --with-history: two-week bins over the last half year
+HISTORY_TYPES = ("visit", "purchase", "email_open")
 
 
 def truth_table(truth: pd.DataFrame, column: str, customers: pd.Index) -> pd.DataFrame:
     """Customers × offers: one column of the ground truth."""
     return truth.pivot(index="customer_id", columns="offer_id", values=column).loc[customers]
+
+
+def history_features(
+    events: pd.DataFrame, customers: pd.DataFrame, ids: pd.Index, end: pd.Timestamp
+) -> pd.DataFrame:
+    """Activity over time per customer (`--with-history`): two-week counts, lifetime rates and
+    the recent rate against the lifetime one, from events before `end`."""
+    past = events[events["customer_id"].isin(ids) & (events["timestamp"] < end)]
+    weeks_ago = ((end - past["timestamp"]).dt.total_seconds() // (7 * 86_400)).astype(int)
+    signup = customers.set_index("customer_id")["signup_date"].reindex(ids)
+    tenure_weeks = ((end - signup).dt.days / 7).clip(lower=1)
+    columns: dict[str, pd.Series] = {}
+    for kind in HISTORY_TYPES:
+        of_kind = past["event_type"] == kind
+        recent = of_kind & (weeks_ago < HISTORY_WEEKS)
+        counts = pd.crosstab(past.loc[recent, "customer_id"], weeks_ago[recent] // 2)
+        counts = counts.reindex(index=ids, columns=range(HISTORY_WEEKS // 2), fill_value=0)
+        for fortnight in counts.columns:
+            columns[f"{kind}_fortnight_{fortnight}"] = counts[fortnight]
+        lifetime = past[of_kind].groupby("customer_id").size().reindex(ids, fill_value=0)
+        columns[f"{kind}_per_week"] = lifetime / tenure_weeks
+        last_8 = past[of_kind & (weeks_ago < 8)].groupby("customer_id").size()
+        last_8 = last_8.reindex(ids, fill_value=0) / 8
+        columns[f"{kind}_pace_8w"] = np.log((last_8 + 0.05) / (columns[f"{kind}_per_week"] + 0.05))
+    return pd.DataFrame(columns, index=ids)
 
 
 def cross_fitted_values(
@@ -73,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("world", type=Path, help="directory of a demo world (with ground truth)")
     parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds over customers")
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds and the models")
+    parser.add_argument(
+        "--with-history", action="store_true", help="add 45 activity-over-time columns"
+    )
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -91,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         horizon_days=HORIZON_DAYS,
         ids=pd.Series(truth["customer_id"].unique()),
     )
+    if args.with_history:
+        extra = history_features(dataset.events, dataset.customers, x.index, end)
+        x = pd.concat([x, extra], axis=1)
 
     def learnt(column: str, *, per_offer: bool = True) -> pd.DataFrame:
         table = truth_table(truth, column, x.index)
@@ -106,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "world": str(args.world),
         "customers_in_world": int(len(dataset.customers)),
         "folds": args.folds,
+        "features": int(x.shape[1]),
+        "with_history": args.with_history,
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(
