@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_exception_handler(ScoringError, _scoring_error)
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics)  # inside the shedding: times the accepted requests
     # added last, so outermost: a shed request costs no body reading or routing
     app.add_middleware(ShedLoad, limit=settings.max_in_flight)
     for module in (health, events, decisions, churn, offers, kpis, admin, monitor):
@@ -111,6 +113,59 @@ class LimitBody:
     @property
     def _over(self) -> str:
         return f"request body over {self.limit} bytes"
+
+
+REQUEST_SECONDS = Histogram(
+    "retain_request_duration_seconds",
+    "Time from a request reaching the app to its response's first byte, per route and status",
+    ["method", "route", "status"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+IN_FLIGHT = Gauge("retain_requests_in_flight", "Requests this worker is working on")
+
+
+class RequestMetrics:
+    """Prometheus metrics of the requests a worker works on: duration by route template (not by
+    path: one series per route, whatever the customer id) and status, and how many are open.
+
+    The time starts when the worker's event loop reads the request: a wait in the socket before
+    that (a worker starved of CPU) shows only in what clients measure.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answered = False
+
+        async def send_timed(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                _observe(scope, message["status"], started)
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_timed)
+        except Exception:
+            if not answered:  # the error handler outside this middleware answers 500
+                _observe(scope, 500, started)
+            raise
+        finally:
+            IN_FLIGHT.dec()
+
+
+def _observe(scope: Scope, status: int, started: float) -> None:
+    route = scope.get("route")  # set by the router once it matched
+    path = getattr(route, "path", "unmatched")
+    REQUEST_SECONDS.labels(scope["method"], path, str(status)).observe(
+        time.perf_counter() - started
+    )
 
 
 SHED = Counter(

@@ -1,4 +1,5 @@
-"""Load shedding: past `max_in_flight` requests in progress a worker answers 503 at once."""
+"""Load shedding (past `max_in_flight` requests in progress a worker answers 503 at once) and
+the request metrics beside it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import asyncio
 from collections.abc import Callable
 
 import httpx2 as httpx  # the dev extra's HTTP client (the httpx API)
-from starlette.types import Receive, Scope, Send
+from prometheus_client import REGISTRY
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.settings import Settings
-from serving.app import SHED, ShedLoad, create_app
+from serving.app import SHED, RequestMetrics, ShedLoad, create_app
 from serving.errors import RETRY_AFTER_SECONDS
 
 
@@ -30,7 +35,7 @@ class HeldApp:
         await send({"type": "http.response.body", "body": b"done"})
 
 
-def _client(app: ShedLoad) -> httpx.AsyncClient:
+def _client(app: ASGIApp) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
@@ -101,3 +106,37 @@ def test_the_app_sheds_with_the_configured_limit_outermost() -> None:
     outermost = app.user_middleware[0]
     assert outermost.cls is ShedLoad
     assert outermost.kwargs["limit"] == 7
+    assert app.user_middleware[1].cls is RequestMetrics  # times only the accepted requests
+
+
+# --- request metrics ------------------------------------------------------------------------
+
+
+def _count(route: str, status: int) -> float:
+    labels = {"method": "GET", "route": route, "status": str(status)}
+    return REGISTRY.get_sample_value("retain_request_duration_seconds_count", labels) or 0.0
+
+
+def test_request_metrics_time_each_request_by_route_template_and_status() -> None:
+    async def item(request: Request) -> PlainTextResponse:
+        if request.path_params["item_id"] == "boom":
+            raise RuntimeError("boom")
+        return PlainTextResponse("ok")
+
+    app = RequestMetrics(Router([Route("/items/{item_id}", item)]))
+    series = [("/items/{item_id}", 200), ("unmatched", 404), ("/items/{item_id}", 500)]
+    before = {key: _count(*key) for key in series}
+
+    async def scenario() -> None:
+        async with _client(app) as client:
+            for customer in ("C1", "C2", "C3"):
+                assert (await client.get(f"/items/{customer}")).status_code == 200
+            assert (await client.get("/nowhere")).status_code == 404
+            assert (await client.get("/items/boom")).status_code == 500
+
+    asyncio.run(scenario())
+    # one series per route, whatever the id in the path; failures are timed as the 500 they get
+    assert _count("/items/{item_id}", 200) == before[("/items/{item_id}", 200)] + 3
+    assert _count("unmatched", 404) == before[("unmatched", 404)] + 1
+    assert _count("/items/{item_id}", 500) == before[("/items/{item_id}", 500)] + 1
+    assert REGISTRY.get_sample_value("retain_requests_in_flight") == 0
