@@ -202,9 +202,7 @@ class ShedLoad:
         if self.in_flight >= self.limit:
             SHED.inc()
             detail = f"over capacity ({self.limit} requests in progress); retry after Retry-After"
-            response = errors.problem(503, detail)
-            response.headers["Retry-After"] = str(errors.RETRY_AFTER_SECONDS)
-            await response(scope, receive, send)
+            await errors.unavailable(detail)(scope, receive, send)
             return
         self.in_flight += 1
         try:

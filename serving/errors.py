@@ -93,7 +93,12 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     # did not come in time. Retrying is safe: events and outcomes are idempotent, and a retried
     # recommendation is a new decision.
     log.warning("store unavailable: %s", type(exc).__name__)
-    response = problem(503, "The store is busy or unreachable; retry after Retry-After seconds")
+    return unavailable("The store is busy or unreachable; retry after Retry-After seconds")
+
+
+def unavailable(detail: str) -> JSONResponse:
+    """503 with `Retry-After`: a busy store, or a worker over its in-flight limit."""
+    response = problem(503, detail)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
