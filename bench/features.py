@@ -19,6 +19,11 @@ What is timed (the same region for both implementations): one call that builds t
 the reference needs frames), until the pandas DataFrame of the panel is returned. Loading the
 frames, choosing the cutoffs and reading the data end (`as_of`, from the Parquet footer) happen
 before the clock starts; writing the panel for the equality check happens after it stops.
+
+Machine speed: the issue states its targets for this machine together with "a plain DuckDB
+group-by scan of 1M/50M takes 1.3 s". When the 1m data exist, that scan (count per customer,
+from the Parquet file and from a table in memory) runs in the same benchmark, and the report
+shows the wall-time targets scaled by today's slowdown beside the targets as written.
 """
 
 from __future__ import annotations
@@ -52,6 +57,16 @@ TARGETS = {  # (size, cutoffs): wall seconds, peak GB (None: no target)
     ("100k", 1): (0.8, None),
     ("1m", 6): (20.0, 3.0),
 }
+# The issue calibrates its targets on "a plain DuckDB group-by scan of 1M/50M" (1.3 s on this
+# machine then). This machine's speed varies up to ~2.5x over a day, so the same scan runs in
+# every benchmark that has the 1m data, and the targets are also shown at today's speed. The
+# issue does not say whether it scanned the Parquet file or a table in memory: both are timed,
+# and the scaled targets use the smaller slowdown (the stricter reading).
+REFERENCE_SCANS = {
+    "parquet": "SELECT customer_id, count(*) AS n FROM read_parquet('{path}') GROUP BY ALL",
+    "table": "SELECT customer_id, count(*) AS n FROM ids GROUP BY ALL",
+}
+REFERENCE_SCAN_ISSUE_S = 1.3
 
 
 TIMED_REGION = (
@@ -277,6 +292,30 @@ def _worker(impl: str, data: Path, n_cutoffs: int, mode: str, save: str | None) 
     }
 
 
+def _reference_scan(data: Path) -> dict[str, Any]:
+    """The issue's calibration: a plain DuckDB group-by of the 1M/50M events (best of 3 each)."""
+    import duckdb
+
+    path = str(data / "events.parquet").replace("'", "''")
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE ids AS SELECT customer_id FROM read_parquet('{path}')")
+    scans = {}
+    for name, sql in REFERENCE_SCANS.items():
+        walls = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            con.sql(sql.format(path=path)).to_arrow_table()
+            walls.append(time.perf_counter() - t0)
+        scans[name] = {"sql": sql, "wall_s": round(min(walls), 3)}
+    best = min(s["wall_s"] for s in scans.values())
+    return {
+        "measured_at": pd.Timestamp.now("UTC").isoformat(timespec="seconds"),
+        "scans": scans,
+        "issue_wall_s": REFERENCE_SCAN_ISSUE_S,
+        "slowdown": round(best / REFERENCE_SCAN_ISSUE_S, 2),  # > 1: slower than the issue's
+    }
+
+
 def _reference() -> Any:
     spec = importlib.util.spec_from_file_location(
         "pandas_reference", ROOT / "bench" / "pandas_reference.py"
@@ -361,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is kept)")
     parser.add_argument("--no-check", action="store_true", help="skip the equality check")
     parser.add_argument(
+        "--no-reference-scan",
+        action="store_true",
+        help="skip the machine-speed reference (the issue's plain group-by scan of 1M/50M)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=RESULTS,
@@ -372,15 +416,29 @@ def main(argv: list[str] | None = None) -> int:
         source, size, seed, out = rest[1], SIZES[rest[2]], int(rest[3]), Path(rest[4])
         (synthetic_world if source == "synthetic" else demo_world)(size, seed, out)
         return 0
+    if rest and rest[0] == "--_reference_scan":
+        print(json.dumps(_reference_scan(Path(rest[1]))))
+        return 0
     if rest and rest[0] == "--_worker":
         impl, data, n, mode, save = rest[1], Path(rest[2]), int(rest[3]), rest[4], rest[5]
         print(json.dumps(_worker(impl, data, n, mode, None if save == "-" else save)))
         return 0
 
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    reference = None
+    if not args.no_reference_scan:
+        big = args.cache / f"synthetic-1m-{args.seed}"
+        if "1m" in sizes or (big / "events.parquet").exists():
+            big = dataset(SIZES["1m"], "synthetic", args.seed, args.cache)
+            reference = json.loads(_child(["--_reference_scan", str(big)]).strip().splitlines()[-1])
+            walls = ", ".join(f"{k} {v['wall_s']:.2f} s" for k, v in reference["scans"].items())
+            print(f"  reference scan (1m): {walls}", flush=True)
+        else:
+            print("  reference scan skipped: no 1m data (run --sizes 1m once)", flush=True)
     runs: list[dict[str, Any]] = []
     checks: dict[str, str] = {}
-    for name in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+    for name in sizes:
         size = SIZES[name]
         data = dataset(size, args.source, args.seed, args.cache)
         n_events = pq.read_metadata(data / "events.parquet").num_rows
@@ -423,10 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         "engine_vs_pandas_cpu": _speedups(runs, "cpu_s"),
         "equality_checks": checks,
         "targets": {f"{s}x{c}": {"wall_s": w, "peak_gb": g} for (s, c), (w, g) in TARGETS.items()},
+        "reference_scan": reference,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print_table(runs, summary["engine_vs_pandas"], checks, summary["engine_vs_pandas_cpu"])
+    if reference:
+        print_speed(reference)
     print(f"\nwrote {args.out}")
     return 0
 
@@ -483,6 +544,17 @@ def print_table(
         print(f"engine vs pandas {case}: {factor:.1f}x faster in wall time{in_cpu} (target >= 3x)")
     for case, result in checks.items():
         print(f"engine == pandas {case}: {result}")
+
+
+def print_speed(reference: dict[str, Any]) -> None:
+    slow = reference["slowdown"]
+    walls = ", ".join(f"{v['wall_s']:.2f} s ({k})" for k, v in reference["scans"].items())
+    scaled = ", ".join(f"{s}x{c} <= {w * slow:.2f} s" for (s, c), (w, _) in TARGETS.items())
+    print(
+        f"machine speed: the plain group-by of 1M/50M took {walls} against the issue's "
+        f"{reference['issue_wall_s']} s: {slow:.2f}x slower (the faster scan); "
+        f"the wall-time targets at this speed: {scaled}"
+    )
 
 
 if __name__ == "__main__":
