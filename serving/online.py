@@ -35,7 +35,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -289,7 +289,7 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 @dataclass
 class ComputeStats:
-    runs: int = 0  # DuckDB runs of the compute thread
+    runs: int = 0  # DuckDB runs of the compute thread (one per chunk of customers)
     customers: int = 0  # rows they computed
     waited: int = 0  # customers requests waited for
     refreshed: int = 0  # customers recomputed because their events changed
@@ -555,34 +555,58 @@ class FeatureCache:
         return [i for i in ids if i in self._entries]
 
     def _run(self, wanted: list[_Wanted], refresh: list[str]) -> None:
-        asked = dict.fromkeys(i for item in wanted for i in item.ids)
-        ids = [*asked, *(i for i in dict.fromkeys(refresh) if i not in asked)]
-        if not ids:
-            return
-        before = signatures(self.store, ids)
-        # A refresh of a customer some request has already brought up to date is skipped.
-        todo = [i for i in ids if i in before and (i in asked or self.lookup(i, before[i]) is None)]
-        computed: dict[str, Entry] = {}
-        blocks: list[FeatureBlock] = []
-        for part in _chunks(todo, CHUNK):
-            found = self.compute(list(part), before)
-            computed.update(found)
-            if found:
-                blocks.append(next(iter(found.values())).block)
-        self.stats.runs += bool(todo)
-        self.stats.customers += len(computed)
+        # Requests are answered from a run of their own customers; refreshes (no one waits for
+        # them) follow a chunk at a time and give way to requests that arrive meanwhile. Taken
+        # in one run, a request for one customer waited for thousands of others' refreshes.
+        asked = list(dict.fromkeys(i for item in wanted for i in item.ids))
+        computed = self._compute_chunks(asked)
         self.stats.waited += len(asked)
-        self.stats.refreshed += len(todo) - len([i for i in todo if i in asked])
         for item in wanted:
             item.found = {i: computed[i] for i in item.ids if i in computed}
             item.finish()  # answer the requests before the precomputation below
-        if self.on_block is not None:
-            for block in blocks:
-                try:
-                    self.on_block(block)
-                except Exception:
-                    log.exception("precomputing a block failed")
+        self._precompute(computed)
+        done = set(asked)
+        try:
+            self._refresh_chunks([i for i in dict.fromkeys(refresh) if i not in done])
+        except Exception:  # the requests have their answers; a stale row is recomputed when
+            log.exception("refreshing online features failed")  # asked (signature check)
         self.compact()
+
+    def _refresh_chunks(self, ids: list[str]) -> None:
+        while ids:
+            with self._wake:
+                if self._wanted:  # serve them first; the rest is refreshed in their run
+                    self._refresh.update(dict.fromkeys(ids))
+                    return
+            part, ids = ids[:CHUNK], ids[CHUNK:]
+            refreshed = self._compute_chunks(part, stale_only=True)
+            self.stats.refreshed += len(refreshed)
+            self._precompute(refreshed)
+
+    def _compute_chunks(self, ids: list[str], *, stale_only: bool = False) -> dict[str, Entry]:
+        """`compute` these customers, CHUNK at a time; with `stale_only`, skip those whose
+        cached row is still current (a request brought them up to date)."""
+        if not ids:
+            return {}
+        before = signatures(self.store, ids)
+        todo = [i for i in ids if i in before]
+        if stale_only:
+            todo = [i for i in todo if self.lookup(i, before[i]) is None]
+        computed: dict[str, Entry] = {}
+        for part in _chunks(todo, CHUNK):
+            computed.update(self.compute(list(part), before))
+            self.stats.runs += 1
+        self.stats.customers += len(computed)
+        return computed
+
+    def _precompute(self, computed: Mapping[str, Entry]) -> None:
+        if self.on_block is None:
+            return
+        for block in {id(e.block): e.block for e in computed.values()}.values():
+            try:
+                self.on_block(block)
+            except Exception:
+                log.exception("precomputing a block failed")
 
     def compact(self, *, fragmented: int = FRAGMENTED_BLOCKS) -> FeatureBlock | None:
         """Merge the live rows of small or mostly replaced blocks into one block, once there are

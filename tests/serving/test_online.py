@@ -137,6 +137,102 @@ def test_ingest_refreshes_cached_features_without_a_request(
     assert after.block.features["n_purchase_30d"].iloc[after.row] >= 3
 
 
+class Runs:
+    """Records the compute thread's DuckDB runs ("asked" or "refresh") and can hold the runs of
+    some customers until released."""
+
+    def __init__(self, cache: FeatureCache, refreshing: list[str], hold: set[str]) -> None:
+        self.order: list[str] = []
+        self.release = threading.Event()
+        compute = cache.compute
+
+        def recorded(ids: list[str], before: dict[str, object] | None = None) -> object:
+            self.order.append("refresh" if set(ids) <= set(refreshing) else "asked")
+            if set(ids) & hold:
+                self.release.wait(30)
+            return compute(ids, before)  # type: ignore[arg-type]
+
+        cache.compute = recorded  # type: ignore[method-assign]
+
+
+def post_purchases(client: TestClient, ids: list[str], tag: str) -> None:
+    events = [event for customer_id in ids for event in purchases(customer_id, 1, tag)]
+    answer = client.post("/v1/events", json={"events": events}, headers=as_("crm"))
+    assert answer.json()["inserted"] == len(ids)
+
+
+def hold_compute_thread(cache: FeatureCache, world: World) -> threading.Event:
+    """Keep the compute thread inside a run until the returned event is set."""
+    gate, held = threading.Event(), threading.Event()
+    on_block = cache.on_block
+
+    def hold(block: object) -> None:
+        cache.on_block = on_block
+        held.set()
+        gate.wait(30)
+
+    cache.on_block = hold
+    cache.compute_soon(ids_of(world, 90, 91))
+    assert held.wait(30)
+    return gate
+
+
+def ask_in_thread(
+    cache: FeatureCache, ids: list[str]
+) -> tuple[threading.Thread, dict[str, object]]:
+    answer: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            answer.update(cache.compute_soon(ids, timeout=10))
+        except Exception as exc:  # reported by the assertion on the answer
+            answer["error"] = exc
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    return thread, answer
+
+
+def test_a_request_is_answered_before_the_refreshes_taken_along(
+    client: TestClient, world: World
+) -> None:
+    cache = service(client).cache
+    refreshing, asked = ids_of(world, 60, 66), ids_of(world, 70, 71)
+    cache.compute(refreshing)
+    gate = hold_compute_thread(cache, world)
+    runs = Runs(cache, refreshing, hold=set(refreshing))  # refreshes wait until released
+    post_purchases(client, refreshing, "r")  # new events: the cache marks them for a refresh
+    thread, answer = ask_in_thread(cache, asked)
+    assert wait_for(lambda: len(cache._wanted) == 1, 10)
+    gate.set()  # the next run finds the request and the refreshes pending together
+
+    thread.join(15)
+    assert sorted(answer) == asked, answer  # answered before the refreshes were done
+    assert wait_for(lambda: runs.order[:2] == ["asked", "refresh"], 10)  # then they started
+    runs.release.set()
+    assert wait_for(lambda: all(current(cache, i) is not None for i in refreshing))
+
+
+def test_refreshes_give_way_to_a_request_between_chunks(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("serving.online.CHUNK", 2)
+    cache = service(client).cache
+    refreshing, asked = ids_of(world, 60, 66), ids_of(world, 70, 71)
+    cache.compute(refreshing)
+    runs = Runs(cache, refreshing, hold=set(refreshing))  # until released: the first chunk
+    post_purchases(client, refreshing, "c")  # one run refreshes them, two at a time
+    assert wait_for(lambda: runs.order == ["refresh"], 10)  # inside the first chunk
+    thread, answer = ask_in_thread(cache, asked)
+    assert wait_for(lambda: len(cache._wanted) == 1, 10)
+    runs.release.set()
+
+    thread.join(15)
+    assert sorted(answer) == asked, answer
+    assert wait_for(lambda: all(current(cache, i) is not None for i in refreshing))
+    assert runs.order == ["refresh", "asked", "refresh", "refresh"]
+
+
 def test_follow_refreshes_customers_another_worker_ingested(world: World, tmp_path: Path) -> None:
     # SQLite only: the follower reads the rowids of new events (PostgreSQL has none to read).
     with client_for(world.settings(tmp_path)) as client:
