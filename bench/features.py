@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     reference = None
     if not args.no_reference_scan:
-        big = args.cache / f"synthetic-1m-{args.seed}"
-        if "1m" in sizes or (big / "events.parquet").exists():
+        cached = args.cache / f"synthetic-1m-{args.seed}" / "events.parquet"
+        if "1m" in sizes or cached.exists():
             big = dataset(SIZES["1m"], "synthetic", args.seed, args.cache)
             reference = json.loads(_child(["--_reference_scan", str(big)]).strip().splitlines()[-1])
             walls = ", ".join(f"{k} {v['wall_s']:.2f} s" for k, v in reference["scans"].items())

@@ -567,7 +567,7 @@ class FeatureCache:
         self._precompute(computed)
         done = set(asked)
         try:
-            self._refresh_chunks([i for i in dict.fromkeys(refresh) if i not in done])
+            self._refresh_chunks([i for i in refresh if i not in done])  # refresh: distinct ids
         except Exception:  # the requests have their answers; a stale row is recomputed when
             log.exception("refreshing online features failed")  # asked (signature check)
         self.compact()
