@@ -267,6 +267,7 @@ def compile_by_cutoff(
     *,
     windowed: bool = False,
     every_customer: int | None = None,
+    bucket: tuple[int, int] | None = None,
 ) -> str:
     """The query for the entities of one cutoff (rows in no particular order).
 
@@ -276,15 +277,19 @@ def compile_by_cutoff(
     With `every_customer` (the cutoff's 0-based position), the entities are all customers at
     this cutoff, numbered as `_cutoff_entities` numbers them, and are read straight from
     `customers` rather than joined back to it.
+    With `bucket` = (b, n), only the entities whose customer falls in bucket b of n are computed
+    (`customer_bucket`): n smaller queries need about 1/n of the working memory.
     """
     literal = sql_timestamp(cutoff)
     ctes = []
     recent = {s.name for s in window_scans(spec)} if windowed else set()
+    only = [] if bucket is None else [customer_bucket(*bucket)]
     for scan in spec.scans:
         if is_segmented(scan) and segment is not None:
             body = f"SELECT * FROM {merged_table(scan, segment)}"
+            body += f" WHERE {only[0]}" if only else ""
         else:
-            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})"])
+            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})", *only])
             body = (
                 f"SELECT customer_id,\n        {_aggregates(scan, literal)}\n"
                 f"    FROM {WINDOW_TABLE if scan.name in recent else scan.source}\n"
@@ -294,14 +299,16 @@ def compile_by_cutoff(
         ctes.append(f"{scan.name} AS (\n    {body}\n)")
     joins = "".join(f"LEFT JOIN {s.name} USING (customer_id)\n" for s in spec.scans)
     if every_customer is None:
+        where = " AND ".join([f"cutoff = {literal}", *only])
         entity = (
-            f"(SELECT {ROW}, customer_id, cutoff FROM entities WHERE cutoff = {literal})"
+            f"(SELECT {ROW}, customer_id, cutoff FROM entities WHERE {where})"
             " AS entity\nLEFT JOIN customers USING (customer_id)"
         )
     else:
+        where = f" WHERE {only[0]}" if only else ""
         entity = (
             f"(SELECT {_entity_number(str(every_customer))} AS {ROW}, {literal} AS cutoff, *"
-            " FROM customers) AS entity"
+            f" FROM customers{where}) AS entity"
         )
     return (
         "WITH\n" + ",\n".join(ctes) + "\n"
@@ -309,6 +316,11 @@ def compile_by_cutoff(
         f"FROM {entity}\n"
         f"{joins}{_where_filter(spec)}"
     )
+
+
+def customer_bucket(bucket: int, buckets: int) -> str:
+    """SQL: the row's customer falls in `bucket` of `buckets` (a fixed hash partition)."""
+    return f"hash(customer_id) % {buckets} = {bucket}"
 
 
 def compile_join(spec: QuerySpec) -> str:
@@ -495,6 +507,7 @@ class Session(Protocol):
 class Engine(Protocol):
     default_plan: Plan
     prefilter_max_customers: int
+    max_customers_per_query: int | None  # by_cutoff: split larger cutoffs into customer buckets
 
     def session(self) -> AbstractContextManager[Session]: ...
 
@@ -569,6 +582,9 @@ class DuckDBEngine:
         plan: "auto" (by_cutoff for up to 32 distinct cutoffs, else join), "by_cutoff" or "join".
         prefilter_max_customers: when the entities name at most this many customers, events are
             first filtered to them (fast online scoring against a large event table).
+        max_customers_per_query: in the by_cutoff plan, a cutoff with more customers runs as
+            several queries over disjoint customer buckets (one query's hash tables for 1M
+            customers take over 2 GB; None: one query per cutoff).
     """
 
     def __init__(
@@ -578,11 +594,13 @@ class DuckDBEngine:
         memory_limit: str | None = None,
         plan: Plan = "auto",
         prefilter_max_customers: int = 50_000,
+        max_customers_per_query: int | None = 250_000,
     ) -> None:
         self.threads = threads
         self.memory_limit = memory_limit
         self.default_plan = plan
         self.prefilter_max_customers = prefilter_max_customers
+        self.max_customers_per_query = max_customers_per_query
         self._database: duckdb.DuckDBPyConnection | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock = threading.Lock()
@@ -733,6 +751,7 @@ class SparkEngine:
     """
 
     prefilter_max_customers = 0
+    max_customers_per_query = None  # Spark partitions the work itself
 
     def __init__(self, spark: SparkSession, *, plan: Plan = "join") -> None:
         self.spark = spark
@@ -817,9 +836,37 @@ def run_spec(
     engine: Engine | None = None,
     plan: Plan | None = None,
 ) -> Result:
-    """Compute `spec` for the entities (or every customer at every cutoff).
+    """Compute `spec` for the entities (or every customer at every cutoff), all parts at once.
 
     The result's spec includes the extra static attributes found in `customers`.
+    """
+    streamed = list(
+        stream_spec(
+            spec, events, customers, entities=entities, cutoffs=cutoffs, engine=engine, plan=plan
+        )
+    )
+    parts = [part for _, part in streamed]
+    order = None
+    if entities is not None and len(parts) > 1:  # back to the entities' order
+        rows = np.concatenate([p.column(ROW).to_numpy() for p in parts])
+        order = np.argsort(rows, kind="stable")
+    return Result(parts, streamed[-1][0], order)  # every part carries the same spec
+
+
+def stream_spec(
+    spec: QuerySpec,
+    events: TableLike,
+    customers: TableLike,
+    *,
+    entities: pd.DataFrame | None = None,
+    cutoffs: Sequence[pd.Timestamp] | None = None,
+    engine: Engine | None = None,
+    plan: Plan | None = None,
+) -> Iterator[tuple[QuerySpec, pa.Table]]:
+    """Compute `spec` part by part: (spec with the static attributes, rows) per cutoff in the
+    by_cutoff plan, in cutoff order and entity order within a cutoff; one part in the join plan.
+
+    A consumer that writes each part away holds one cutoff's rows at a time, not the panel.
     """
     engine = engine if engine is not None else default_engine()
     if (entities is None) == (cutoffs is None):
@@ -841,7 +888,8 @@ def run_spec(
         session.create("customers", _customers_view(types), materialize=several)
         if keys is not None:
             session.register("entities", keys)
-            prefilter = keys["customer_id"].nunique() <= engine.prefilter_max_customers
+            n_customers = keys["customer_id"].nunique()
+            prefilter = n_customers <= engine.prefilter_max_customers
         else:
             session.create("entities", _cutoff_entities(distinct))
             prefilter = False
@@ -859,10 +907,17 @@ def run_spec(
             session.create(name, sql, materialize=name in shared)
         spec = merge_scans(spec)
         if not distinct:
-            return Result([session.fetch(compile_join(spec) + " LIMIT 0")], spec)
+            yield spec, session.fetch(compile_join(spec) + " LIMIT 0")
+            return
         if chosen == "join":
-            return Result([session.fetch(compile_join(spec))], spec)
-        parts = []
+            yield spec, session.fetch(compile_join(spec))
+            return
+        buckets = 1
+        if limit := engine.max_customers_per_query:
+            if keys is None:
+                count = session.fetch("SELECT count(*) AS n FROM customers").column("n")[0]
+                n_customers = count.as_py()
+            buckets = -(-n_customers // limit)
         segmented = [s for s in spec.scans if is_segmented(s)] if len(distinct) > 1 else []
         for scan in segmented:
             session.create(partials_table(scan), compile_partials(scan, distinct), materialize=True)
@@ -876,23 +931,25 @@ def run_spec(
                     session.drop(merged_table(scan, k - 1))
             if windowed:
                 session.create(WINDOW_TABLE, compile_window(spec, cutoff), materialize=True)
-            sql = compile_by_cutoff(
-                spec,
-                cutoff,
-                k if segmented else None,
-                windowed=windowed,
-                every_customer=k - 1 if keys is None else None,
-            )
-            part = session.fetch(sql, small=prefilter)
+            pieces = [
+                session.fetch(
+                    compile_by_cutoff(
+                        spec,
+                        cutoff,
+                        k if segmented else None,
+                        windowed=windowed,
+                        every_customer=k - 1 if keys is None else None,
+                        bucket=(b, buckets) if buckets > 1 else None,
+                    ),
+                    small=prefilter,
+                )
+                for b in range(buckets)
+            ]
             if windowed:
                 session.drop(WINDOW_TABLE)
-            # sorting the few thousand result rows here is cheaper than an ORDER BY of wide rows
-            parts.append(part.take(pc.sort_indices(part.column(ROW))))
-    order = None
-    if keys is not None and len(parts) > 1:  # back to the entities' order
-        rows = np.concatenate([p.column(ROW).to_numpy() for p in parts])
-        order = np.argsort(rows, kind="stable")
-    return Result(parts, spec, order)
+            part = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+            # sorting the result rows here is cheaper than an ORDER BY of wide rows
+            yield spec, part.take(pc.sort_indices(part.column(ROW)))
 
 
 _DTYPES = {"int64": "int64", "float64": "float64", "str": "str", "bool": "bool"}

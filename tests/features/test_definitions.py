@@ -340,8 +340,9 @@ def test_build_features_keeps_entity_order_and_duplicates() -> None:
     [
         DuckDBEngine(plan="by_cutoff"),
         DuckDBEngine(plan="by_cutoff", prefilter_max_customers=0, threads=1),
+        DuckDBEngine(plan="by_cutoff", prefilter_max_customers=0, max_customers_per_query=7),
     ],
-    ids=["by_cutoff", "by_cutoff_no_prefilter_one_thread"],
+    ids=["by_cutoff", "by_cutoff_no_prefilter_one_thread", "by_cutoff_in_customer_buckets"],
 )
 def test_build_features_gives_the_same_rows_on_every_plan(engine: DuckDBEngine) -> None:
     customers, events = random_world(3)

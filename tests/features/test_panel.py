@@ -210,4 +210,7 @@ def test_build_panel_gives_the_same_panel_on_both_plans() -> None:
     join = build_panel(events, customers, cutoffs, engine=DuckDBEngine(plan="join"))
     by_cutoff = build_panel(events, customers, cutoffs, plan="by_cutoff")
     pd.testing.assert_frame_equal(by_cutoff, join, check_exact=False, rtol=1e-12)
+    bucketed = DuckDBEngine(plan="by_cutoff", max_customers_per_query=9)  # several queries each
+    in_buckets = build_panel(events, customers, cutoffs, engine=bucketed)
+    pd.testing.assert_frame_equal(in_buckets, join, check_exact=False, rtol=1e-12)
     assert np.isfinite(join["days_since_last_purchase"]).all()  # active: bought recently
