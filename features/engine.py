@@ -220,6 +220,7 @@ def merged_table(scan: Scan, segment: int) -> str:
 
 
 WINDOW_TABLE = "events__window"
+BUCKET = "_bucket"  # a window row's customer bucket (see `compile_window`)
 
 
 def window_scans(spec: QuerySpec) -> list[Scan]:
@@ -231,9 +232,12 @@ def window_scans(spec: QuerySpec) -> list[Scan]:
     ]
 
 
-def compile_window(spec: QuerySpec, cutoff: pd.Timestamp) -> str:
+def compile_window(spec: QuerySpec, cutoff: pd.Timestamp, buckets: int = 1) -> str:
     """The rows of `events` that the bounded past scans can see at `cutoff`, kept as a table
-    (copied once, they are scanned by every such scan far more cheaply than the input)."""
+    (copied once, they are scanned by every such scan far more cheaply than the input).
+
+    With several customer `buckets`, each row's bucket is kept too (`BUCKET`): hashed once
+    here rather than by every scan of every bucket's query."""
     scans = window_scans(spec)
     days = max(s.window_days or 0 for s in scans)
     literal = sql_timestamp(cutoff)
@@ -241,6 +245,8 @@ def compile_window(spec: QuerySpec, cutoff: pd.Timestamp) -> str:
     used = set().union(*(_columns_read(s) for s in scans))
     used |= {"customer_id", "timestamp"}
     columns = ", ".join(c for c in EVENT_TYPES_SQL if c in used)
+    if buckets > 1:
+        columns += f", {_bucket_of_customer(buckets)} AS {BUCKET}"
     return (
         f"SELECT {columns} FROM events WHERE timestamp < {literal} "
         f"AND timestamp >= {literal} - INTERVAL {days} DAY"
@@ -289,7 +295,11 @@ def compile_by_cutoff(
             body = f"SELECT * FROM {merged_table(scan, segment)}"
             body += f" WHERE {only[0]}" if only else ""
         else:
-            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})", *only])
+            if only and scan.name in recent:
+                only_here = [f"{BUCKET} = {bucket[0]}"] if bucket else []
+            else:
+                only_here = only
+            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})", *only_here])
             body = (
                 f"SELECT customer_id,\n        {_aggregates(scan, literal)}\n"
                 f"    FROM {WINDOW_TABLE if scan.name in recent else scan.source}\n"
@@ -320,7 +330,11 @@ def compile_by_cutoff(
 
 def customer_bucket(bucket: int, buckets: int) -> str:
     """SQL: the row's customer falls in `bucket` of `buckets` (a fixed hash partition)."""
-    return f"hash(customer_id) % {buckets} = {bucket}"
+    return f"{_bucket_of_customer(buckets)} = {bucket}"
+
+
+def _bucket_of_customer(buckets: int) -> str:
+    return f"hash(customer_id) % {buckets}"
 
 
 def compile_join(spec: QuerySpec) -> str:
@@ -751,7 +765,7 @@ class SparkEngine:
     """
 
     prefilter_max_customers = 0
-    max_customers_per_query = None  # Spark partitions the work itself
+    max_customers_per_query: int | None = None  # Spark partitions the work itself
 
     def __init__(self, spark: SparkSession, *, plan: Plan = "join") -> None:
         self.spark = spark
@@ -930,7 +944,8 @@ def stream_spec(
                 if k > 1:
                     session.drop(merged_table(scan, k - 1))
             if windowed:
-                session.create(WINDOW_TABLE, compile_window(spec, cutoff), materialize=True)
+                window = compile_window(spec, cutoff, buckets)
+                session.create(WINDOW_TABLE, window, materialize=True)
             pieces = [
                 session.fetch(
                     compile_by_cutoff(
@@ -947,26 +962,58 @@ def stream_spec(
             ]
             if windowed:
                 session.drop(WINDOW_TABLE)
-            part = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
-            # sorting the result rows here is cheaper than an ORDER BY of wide rows
-            yield spec, part.take(pc.sort_indices(part.column(ROW)))
+            # no local name holds the part: a consumer that writes it away frees it
+            yield spec, _in_row_order(pieces)
+
+
+def _in_row_order(pieces: list[pa.Table]) -> pa.Table:
+    """The pieces as one table in entity-row order; empties `pieces`.
+
+    Sorting the result rows here is cheaper than an SQL ORDER BY of wide rows."""
+    part = pa.concat_tables(pieces)
+    pieces.clear()
+    return part.take(pc.sort_indices(part.column(ROW)))
 
 
 _DTYPES = {"int64": "int64", "float64": "float64", "str": "str", "bool": "bool"}
+_ARROW_TYPES = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "str": pa.string(),
+    "bool": pa.bool_(),
+    "datetime64[us]": pa.timestamp("us"),
+}
+
+
+def output_dtypes(spec: QuerySpec) -> dict[str, str]:
+    """The pandas dtype of each result column: keys, then the outputs in order."""
+    dtypes = {"customer_id": "str", "cutoff": "datetime64[us]"}
+    return dtypes | {f.name: _DTYPES[f.dtype] for f in spec.outputs}
+
+
+def arrow_schema(dtypes: Mapping[str, str]) -> pa.Schema:
+    """The Arrow schema of columns with these pandas dtypes (as written to Parquet)."""
+    return pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in dtypes.items()])
 
 
 def to_frame(result: Result) -> pd.DataFrame:
-    """The result as pandas with stable dtypes: keys, then the outputs in order.
+    """The result as pandas with stable dtypes: keys, then the outputs in order. Consumes it."""
+    parts, result.parts = result.parts, []
+    return frame_from_parts(parts, output_dtypes(result.spec), result.order)
+
+
+def frame_from_parts(
+    parts: list[pa.Table], dtypes: Mapping[str, str], order: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The parts' `dtypes` columns as one pandas frame (rows taken in `order` when given).
 
     The Arrow buffers are released while converting (and columns are not consolidated into
-    2-D blocks), so a large panel is not held twice. Consumes `result`.
+    2-D blocks), so a large panel is not held twice. Empties `parts`.
     """
-    dtypes = {"customer_id": "str", "cutoff": "datetime64[us]"}
-    dtypes |= {f.name: _DTYPES[f.dtype] for f in result.spec.outputs}
-    table = pa.concat_tables(result.parts, promote_options="permissive").select(list(dtypes))
-    result.parts = []
-    if result.order is not None:
-        table = table.take(pa.array(result.order))
+    table = pa.concat_tables(parts, promote_options="permissive").select(list(dtypes))
+    parts.clear()
+    if order is not None:
+        table = table.take(pa.array(order))
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     del table
     for name, dtype in dtypes.items():

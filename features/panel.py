@@ -14,10 +14,15 @@ Events exactly at T belong to neither side: features use `timestamp < T`, labels
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.definitions import (
     CHURN_FEATURES,
@@ -32,10 +37,12 @@ from features.engine import (
     Engine,
     Plan,
     TableLike,
+    arrow_schema,
     build_features,
     event_time_range,
-    run_spec,
-    to_frame,
+    frame_from_parts,
+    output_dtypes,
+    stream_spec,
 )
 
 _NEEDED = ("last_purchase_at", "last_cancellation_at")
@@ -144,6 +151,96 @@ def build_panel(
     Raises:
         ValueError: a cutoff's label window is incomplete (and `allow_incomplete` is False).
     """
+    streamed = list(
+        iter_panel(
+            events,
+            customers,
+            cutoffs,
+            horizon_days=horizon_days,
+            clv_days=clv_days,
+            as_of=as_of,
+            allow_incomplete=allow_incomplete,
+            engine=engine,
+            feature_set=feature_set,
+            plan=plan,
+        )
+    )
+    dtypes, tables = streamed[-1][0], [table for _, table in streamed]
+    del streamed  # the conversion frees each part as it goes: hold them in one list only
+    return frame_from_parts(tables, dtypes)
+
+
+@dataclass(frozen=True)
+class PanelWritten:
+    """What `write_panel` wrote."""
+
+    path: Path
+    rows: int
+    columns: int
+    cutoffs: int
+    churned: int  # rows labelled churned
+
+
+def write_panel(
+    events: TableLike,
+    customers: TableLike,
+    cutoffs: Iterable[pd.Timestamp | str],
+    path: str | Path,
+    *,
+    on_cutoff: Callable[[pd.Timestamp], None] | None = None,
+    **options: Any,
+) -> PanelWritten:
+    """`build_panel` straight into a Parquet file, one cutoff at a time: the panel is never
+    held in memory whole (at 1M customers it is larger than everything else the build holds).
+
+    `pd.read_parquet(path)` gives the frame `build_panel` returns. The file appears only when
+    complete (written beside it, then renamed). `on_cutoff(T)` is called as each cutoff is done
+    (with SparkEngine's join plan, once at the end); `options` are `build_panel`'s.
+    """
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    rows = churned = 0
+    seen: set[pd.Timestamp] = set()
+    writer = None
+    try:
+        for dtypes, table in iter_panel(events, customers, cutoffs, **options):
+            if writer is None:
+                writer = pq.ParquetWriter(partial, arrow_schema(dtypes))
+            writer.write_table(table)
+            rows += table.num_rows
+            churned += pc.sum(table.column("churned")).as_py() or 0
+            done = {pd.Timestamp(t) for t in pc.unique(table.column("cutoff")).to_pylist()}
+            for stamp in sorted(done - seen):
+                if on_cutoff is not None:
+                    on_cutoff(stamp)
+            seen |= done
+            del table  # before the next cutoff runs
+        assert writer is not None  # iter_panel yields at least one part
+        writer.close()
+        writer = None
+        partial.replace(target)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+    return PanelWritten(target, rows, len(dtypes), len(seen), churned)
+
+
+def iter_panel(
+    events: TableLike,
+    customers: TableLike,
+    cutoffs: Iterable[pd.Timestamp | str],
+    *,
+    horizon_days: int = 90,
+    clv_days: int = 365,
+    as_of: pd.Timestamp | None = None,
+    allow_incomplete: bool = False,
+    engine: Engine | None = None,
+    feature_set: FeatureSet = CHURN_FEATURES,
+    plan: Plan | None = None,
+) -> Iterator[tuple[dict[str, str], pa.Table]]:
+    """The panel in parts, each (the panel's pandas dtypes, the part's rows in that schema):
+    one part per cutoff in the by_cutoff plan, in `build_panel`'s row order."""
     if horizon_days <= 0 or clv_days <= 0:
         raise ValueError("horizon_days and clv_days must be positive")
     stamps = _timestamps(cutoffs)
@@ -172,15 +269,43 @@ def build_panel(
         outputs=base.outputs + label_outputs(clv_days),
         row_filter=active_filter(horizon_days),
     )
-    panel = to_frame(run_spec(spec, events, customers, cutoffs=stamps, engine=engine, plan=plan))
-    # label columns last, after any extra static attributes
-    label_names = [f.name for f in label_outputs(clv_days)]
-    panel = panel[[c for c in panel.columns if c not in label_names] + label_names]
-    panel["label_complete"] = (panel["cutoff"] + horizon) <= end
-    panel["clv_complete"] = (panel["cutoff"] + pd.Timedelta(days=clv_days)) <= end
+    for result_spec, part in stream_spec(
+        spec, events, customers, cutoffs=stamps, engine=engine, plan=plan
+    ):
+        dtypes = _panel_dtypes(output_dtypes(result_spec), clv_days)
+        finished = _with_label_flags(part, dtypes, end, horizon_days, clv_days)
+        del part
+        yield dtypes, finished
+        del finished  # hold no finished part while the next cutoff runs (a writer freed it)
+
+
+def _panel_dtypes(outputs: dict[str, str], clv_days: int) -> dict[str, str]:
+    """Keys and features, then the labels (after any extra static attributes), then flags."""
+    labels = [f.name for f in label_outputs(clv_days)]
+    dtypes = {n: t for n, t in outputs.items() if n not in labels}
+    dtypes |= {n: outputs[n] for n in labels}
+    return dtypes | {"label_complete": "bool", "clv_complete": "bool"}
+
+
+def _with_label_flags(
+    part: pa.Table, dtypes: dict[str, str], end: pd.Timestamp, horizon_days: int, clv_days: int
+) -> pa.Table:
+    """The part with `label_complete`, `clv_complete`, and the CLV hidden where incomplete."""
+    cutoff = part.column("cutoff").cast(pa.timestamp("us"))
+    last = pa.scalar(end.as_unit("us").to_datetime64(), pa.timestamp("us"))
+
+    def ends_by_data_end(days: int) -> pa.ChunkedArray:
+        return pc.less_equal(
+            pc.add(cutoff, pa.scalar(pd.Timedelta(days=days), pa.duration("us"))), last
+        )
+
     clv = f"clv_{clv_days}"
-    panel[clv] = panel[clv].where(panel["clv_complete"])
-    return panel
+    columns = {name: part.column(name) for name in dtypes if name in part.column_names}
+    columns["label_complete"] = ends_by_data_end(horizon_days)
+    columns["clv_complete"] = ends_by_data_end(clv_days)
+    columns[clv] = pc.if_else(columns["clv_complete"], columns[clv], None)
+    schema = arrow_schema(dtypes)
+    return pa.table([columns[n] for n in dtypes], names=list(dtypes)).cast(schema)
 
 
 _RECENT_WHEN_ACTIVE = {"last_event_at", "last_purchase_at"}

@@ -6,14 +6,13 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.definitions import CHURN_FEATURES
 from features.engine import Engine
 from features.io import Dataset
-from features.panel import build_panel, monthly_cutoffs
+from features.panel import PanelWritten, monthly_cutoffs, write_panel
 from features.settings import get_settings
 from serving.cli.common import console, exit_on_bad_input
 from serving.cli.data import load_from_options
@@ -31,24 +30,25 @@ def default_panel_path() -> Path:
     return get_settings().data_dir / "panel.parquet"
 
 
-CUTOFFS_PER_SCAN = 6
+def panel_engine(name: str) -> Engine | None:
+    """The engine named on the command line (None: the default DuckDB engine)."""
+    if name != "spark":
+        return None
+    from pyspark.sql import SparkSession
+
+    from features.engine import SparkEngine
+
+    spark = SparkSession.builder.master("local[*]").appName("retain").getOrCreate()
+    return SparkEngine(spark)
 
 
-def panel_from_dataset(
-    dataset: Dataset, *, cutoffs: int, horizon_days: int, engine_name: str = "duckdb"
-) -> pd.DataFrame:
-    """Build the panel a few cutoffs at a time: one scan serves a whole batch of cutoffs, and
-    the batches let long builds show progress."""
-    engine: Engine | None = None
-    if engine_name == "spark":
-        from pyspark.sql import SparkSession
-
-        from features.engine import SparkEngine
-
-        spark = SparkSession.builder.master("local[*]").appName("retain").getOrCreate()
-        engine = SparkEngine(spark)
+def write_panel_of(
+    dataset: Dataset, target: Path, *, cutoffs: int, horizon_days: int, engine_name: str = "duckdb"
+) -> PanelWritten:
+    """Write the panel of `dataset` to `target` cutoff by cutoff, with a progress bar: one pass
+    serves every cutoff, and only one cutoff's rows are held at a time."""
+    engine = panel_engine(engine_name)
     stamps = monthly_cutoffs(dataset.events, cutoffs, horizon_days)
-    parts = []
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -57,19 +57,15 @@ def panel_from_dataset(
     ]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("building panel", total=len(stamps))
-        for start in range(0, len(stamps), CUTOFFS_PER_SCAN):
-            batch = stamps[start : start + CUTOFFS_PER_SCAN]
-            parts.append(
-                build_panel(
-                    dataset.events,
-                    dataset.customers,
-                    batch,
-                    horizon_days=horizon_days,
-                    engine=engine,
-                )
-            )
-            progress.advance(task, len(batch))
-    return pd.concat(parts, ignore_index=True)
+        return write_panel(
+            dataset.events,
+            dataset.customers,
+            stamps,
+            target,
+            on_cutoff=lambda _: progress.advance(task),
+            horizon_days=horizon_days,
+            engine=engine,
+        )
 
 
 @app.command()
@@ -94,18 +90,17 @@ def build(
     with exit_on_bad_input():
         dataset = load_from_options(directory, customers, events, None, mapping)
     started = time.perf_counter()
+    target = out or default_panel_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        panel = panel_from_dataset(
-            dataset, cutoffs=cutoffs, horizon_days=horizon_days, engine_name=engine
+        written = write_panel_of(
+            dataset, target, cutoffs=cutoffs, horizon_days=horizon_days, engine_name=engine
         )
     except ValueError as exc:
         console.print(f"[red]error[/]: {exc}")
         raise typer.Exit(1) from None
-    target = out or default_panel_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    panel.to_parquet(target, index=False)
     console.print(
-        f"panel {CHURN_FEATURES.id}: {len(panel):,} rows x {panel.shape[1]} columns, "
-        f"{panel['cutoff'].nunique()} cutoffs, churn rate {panel['churned'].mean():.1%} "
+        f"panel {CHURN_FEATURES.id}: {written.rows:,} rows x {written.columns} columns, "
+        f"{written.cutoffs} cutoffs, churn rate {written.churned / max(written.rows, 1):.1%} "
         f"in {time.perf_counter() - started:.1f}s -> {target}"
     )

@@ -13,7 +13,13 @@ import pytest
 
 from features.definitions import CHURN_FEATURES
 from features.engine import DuckDBEngine
-from features.panel import build_panel, monthly_cutoffs, online_features, split_columns
+from features.panel import (
+    build_panel,
+    monthly_cutoffs,
+    online_features,
+    split_columns,
+    write_panel,
+)
 from tests.factories import (
     DAY,
     T0,
@@ -214,3 +220,38 @@ def test_build_panel_gives_the_same_panel_on_both_plans() -> None:
     in_buckets = build_panel(events, customers, cutoffs, engine=bucketed)
     pd.testing.assert_frame_equal(in_buckets, join, check_exact=False, rtol=1e-12)
     assert np.isfinite(join["days_since_last_purchase"]).all()  # active: bought recently
+
+
+def test_write_panel_writes_the_built_panel_cutoff_by_cutoff(tmp_path: Path) -> None:
+    customers, events = random_world(9)
+    cutoffs = monthly_cutoffs(events, 3, H)
+    done: list[pd.Timestamp] = []
+    bucketed = DuckDBEngine(max_customers_per_query=9)
+    written = write_panel(
+        events,
+        customers,
+        cutoffs,
+        tmp_path / "panel.parquet",
+        on_cutoff=done.append,
+        engine=bucketed,
+    )
+    expected = build_panel(events, customers, cutoffs)
+    pd.testing.assert_frame_equal(pd.read_parquet(written.path), expected)
+    assert done == cutoffs
+    assert (written.rows, written.columns, written.cutoffs) == (len(expected), expected.shape[1], 3)
+    assert written.churned == expected["churned"].sum() > 0
+
+
+def test_write_panel_leaves_no_file_when_interrupted(tmp_path: Path) -> None:
+    customers, events = random_world(9)
+    cutoffs = monthly_cutoffs(events, 3, H)
+    target = tmp_path / "panel.parquet"
+    target.write_bytes(b"the previous panel")
+
+    def stop_after_first(cutoff: pd.Timestamp) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_panel(events, customers, cutoffs, target, on_cutoff=stop_after_first)
+    assert target.read_bytes() == b"the previous panel"
+    assert [p.name for p in tmp_path.iterdir()] == ["panel.parquet"]
