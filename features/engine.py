@@ -289,17 +289,16 @@ def compile_by_cutoff(
     literal = sql_timestamp(cutoff)
     ctes = []
     recent = {s.name for s in window_scans(spec)} if windowed else set()
-    only = [] if bucket is None else [customer_bucket(*bucket)]
+    only, only_in_window = [], []
+    if bucket is not None:
+        only, only_in_window = [customer_bucket(*bucket)], [f"{BUCKET} = {bucket[0]}"]
     for scan in spec.scans:
         if is_segmented(scan) and segment is not None:
             body = f"SELECT * FROM {merged_table(scan, segment)}"
             body += f" WHERE {only[0]}" if only else ""
         else:
-            if only and scan.name in recent:
-                only_here = [f"{BUCKET} = {bucket[0]}"] if bucket else []
-            else:
-                only_here = only
-            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})", *only_here])
+            in_bucket = only_in_window if scan.name in recent else only
+            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})", *in_bucket])
             body = (
                 f"SELECT customer_id,\n        {_aggregates(scan, literal)}\n"
                 f"    FROM {WINDOW_TABLE if scan.name in recent else scan.source}\n"
