@@ -289,35 +289,37 @@ def compile_by_cutoff(
     literal = sql_timestamp(cutoff)
     ctes = []
     recent = {s.name for s in window_scans(spec)} if windowed else set()
-    only, only_in_window = [], []
+    in_bucket = window_bucket = None  # the bucket condition, and its form on the window copy
     if bucket is not None:
-        only, only_in_window = [customer_bucket(*bucket)], [f"{BUCKET} = {bucket[0]}"]
+        in_bucket, window_bucket = customer_bucket(*bucket), f"{BUCKET} = {bucket[0]}"
     for scan in spec.scans:
         if is_segmented(scan) and segment is not None:
-            body = f"SELECT * FROM {merged_table(scan, segment)}"
-            body += f" WHERE {only[0]}" if only else ""
+            body = f"SELECT * FROM {merged_table(scan, segment)} {_where_all(in_bucket)}"
         else:
-            in_bucket = only_in_window if scan.name in recent else only
-            where = " AND ".join([*_bounds(scan, literal), f"({scan.where})", *in_bucket])
+            windowed_scan = scan.name in recent
+            where = _where_all(
+                *_bounds(scan, literal),
+                f"({scan.where})",
+                window_bucket if windowed_scan else in_bucket,
+            )
             body = (
                 f"SELECT customer_id,\n        {_aggregates(scan, literal)}\n"
-                f"    FROM {WINDOW_TABLE if scan.name in recent else scan.source}\n"
-                f"    WHERE {where}\n"
+                f"    FROM {WINDOW_TABLE if windowed_scan else scan.source}\n"
+                f"    {where}\n"
                 f"    GROUP BY customer_id"
             )
         ctes.append(f"{scan.name} AS (\n    {body}\n)")
     joins = "".join(f"LEFT JOIN {s.name} USING (customer_id)\n" for s in spec.scans)
     if every_customer is None:
-        where = " AND ".join([f"cutoff = {literal}", *only])
         entity = (
-            f"(SELECT {ROW}, customer_id, cutoff FROM entities WHERE {where})"
+            f"(SELECT {ROW}, customer_id, cutoff FROM entities "
+            f"{_where_all(f'cutoff = {literal}', in_bucket)})"
             " AS entity\nLEFT JOIN customers USING (customer_id)"
         )
     else:
-        where = f" WHERE {only[0]}" if only else ""
         entity = (
             f"(SELECT {_entity_number(str(every_customer))} AS {ROW}, {literal} AS cutoff, *"
-            f" FROM customers{where}) AS entity"
+            f" FROM customers {_where_all(in_bucket)}) AS entity"
         )
     return (
         "WITH\n" + ",\n".join(ctes) + "\n"
@@ -325,6 +327,12 @@ def compile_by_cutoff(
         f"FROM {entity}\n"
         f"{joins}{_where_filter(spec)}"
     )
+
+
+def _where_all(*conditions: str | None) -> str:
+    """A WHERE clause requiring every given condition ('' when none is given)."""
+    given = [c for c in conditions if c]
+    return f"WHERE {' AND '.join(given)}" if given else ""
 
 
 def customer_bucket(bucket: int, buckets: int) -> str:

@@ -210,8 +210,8 @@ def write_panel(
             rows += table.num_rows
             churned += pc.sum(table.column("churned")).as_py() or 0
             done = {pd.Timestamp(t) for t in pc.unique(table.column("cutoff")).to_pylist()}
-            for stamp in sorted(done - seen):
-                if on_cutoff is not None:
+            if on_cutoff is not None:
+                for stamp in sorted(done - seen):
                     on_cutoff(stamp)
             seen |= done
             del table  # before the next cutoff runs
